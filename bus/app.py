@@ -1,0 +1,119 @@
+"""The WSGI application: routing, the JSON-RPC envelope, and the ``poll`` hook
+that decides which channels a caller listens to.
+
+Embed it in any WSGI server::
+
+    from bus import create_app
+    app = create_app("postgresql://127.0.0.1/chat")
+
+Extend it by subclassing :class:`BusApp` (``mail.app.MailApp`` does): add
+routes with :meth:`json_route` / :meth:`http_route` and override
+:meth:`subscriptions` to say which channels a request is entitled to.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any, Callable, Iterable, Optional
+
+from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
+from werkzeug.routing import Map, Rule
+from werkzeug.wrappers import Request, Response
+
+from . import controllers, schema
+from .channels import BROADCAST, Target, channel_with_db
+from .config import Settings, database_url_from_env
+from .database import Database
+from .dispatcher import Dispatcher
+from .jsonrpc import serve_call
+
+_logger = logging.getLogger(__name__)
+
+
+class BusApp:
+    """A WSGI callable serving the bus routes, and a base for applications
+    built on the bus."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.database = Database(settings.database_url, maxconn=settings.pool_size)
+        if settings.install_schema:
+            self.install_schema()
+        self.dispatcher = Dispatcher(
+            self.database,
+            retention=settings.retention,
+            gc_interval=settings.gc_interval,
+            hold_back_gaps=settings.hold_back_gaps,
+            shared_reads=settings.shared_reads,
+        )
+        self.url_map = Map()
+        self._views: dict[str, Callable[[Request], Response]] = {}
+        controllers.register(self)
+
+    def install_schema(self) -> None:
+        """Create the tables this application needs; subclasses add theirs."""
+        schema.install(self.database)
+
+    # -- routing --------------------------------------------------------------
+
+    def json_route(self, path: str) -> Callable:
+        """Register ``handler(request, params) -> result`` as a JSON-RPC route."""
+        def decorator(handler: Callable[[Request, dict], Any]) -> Callable:
+            max_body = self.settings.max_body
+            self._add(path, ["POST"], lambda request: serve_call(handler, request, max_body))
+            return handler
+        return decorator
+
+    def http_route(self, path: str, methods: Iterable[str] = ("GET",)) -> Callable:
+        """Register ``handler(request) -> Response`` as a plain HTTP route."""
+        def decorator(handler: Callable[[Request], Response]) -> Callable:
+            self._add(path, list(methods), handler)
+            return handler
+        return decorator
+
+    def _add(self, path: str, methods: list[str], view: Callable[[Request], Response]) -> None:
+        endpoint = f"{len(self._views)}:{path}"
+        self.url_map.add(Rule(path, endpoint=endpoint, methods=methods))
+        self._views[endpoint] = view
+
+    # -- the poll hook -----------------------------------------------------------
+
+    def subscriptions(self, request: Request, names: list[str], options: dict) -> list[Target]:
+        """The channels a poll listens to: by default the string channels the
+        client named, plus ``broadcast``. Override to add the channels a caller
+        is entitled to (and to drop names it may not hear)."""
+        return [*names, BROADCAST]
+
+    def poll(self, request: Request, names: list[str], last: int, options: dict) -> list[str]:
+        """Wait for and return the notifications a poll should receive."""
+        dbname = self.database.dbname
+        channels = {channel_with_db(dbname, target) for target in self.subscriptions(request, names, options)}
+        return self.dispatcher.poll(channels, last, self.settings.timeout, peek=bool(options.get("peek")))
+
+    # -- WSGI ----------------------------------------------------------------
+
+    def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
+        request = Request(environ)
+        adapter = self.url_map.bind_to_environ(environ)
+        try:
+            endpoint, _ = adapter.match()
+            response = self._views[endpoint](request)
+        except (NotFound, MethodNotAllowed) as exc:
+            response = exc.get_response(environ)
+        except HTTPException as exc:
+            response = exc.get_response(environ)
+        return response(environ, start_response)
+
+    def close(self) -> None:
+        """Release parked polls, stop the dispatcher and close connections."""
+        self.dispatcher.stop()
+        self.database.close()
+
+
+def create_app(database_url: Optional[str] = None, **options: Any) -> BusApp:
+    """Build a bus application; ``database_url`` defaults to ``$DATABASE_URL``
+    (or libpq's ``PG*`` variables). Other keywords are :class:`Settings` fields."""
+    if database_url is None:
+        database_url = database_url_from_env()
+    if database_url is None:
+        raise RuntimeError("no database configured: pass database_url or set DATABASE_URL")
+    return BusApp(Settings(database_url=database_url, **options))

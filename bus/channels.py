@@ -1,0 +1,97 @@
+"""Channel names and notification encoding: pure helpers, no I/O.
+
+A channel travels as compact JSON text, qualified by the database name the way
+Odoo 15 does it, so that several databases can share one PostgreSQL server
+(and one NOTIFY channel) without hearing each other:
+
+* a string target ``"general"`` becomes ``["db", "general"]``;
+* a record target ``("res.partner", 7)`` becomes ``["db", "res.partner", 7]``.
+
+The compact JSON text is also the in-memory key, so a channel read back from
+the database compares equal to one built here without re-parsing.
+"""
+from __future__ import annotations
+
+import json
+from typing import Any, Iterable, Iterator, Sequence, Tuple, Union
+
+#: The PostgreSQL channel every process LISTENs on.
+NOTIFY_CHANNEL = "imbus"
+
+#: PostgreSQL refuses NOTIFY payloads of 8000 bytes or more; stay well below.
+NOTIFY_PAYLOAD_LIMIT = 7900
+
+#: Every poller hears this string channel without asking for it.
+BROADCAST = "broadcast"
+
+#: Notification type a poller receives first when rows it may have wanted were
+#: already garbage-collected.
+OUTDATED_TYPE = "bus/outdated"
+
+Target = Union[str, Tuple[str, int]]
+
+
+def dumps(value: Any) -> str:
+    """JSON as Odoo writes it on the bus: compact, no spaces, UTF-8 kept."""
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, sort_keys=False)
+
+
+def channel_with_db(dbname: str, target: Target) -> str:
+    """Qualify ``target`` with the database name and return its key.
+
+    Only strings and ``(model, id)`` pairs are channels; anything else is a
+    programming error, refused here rather than stored as an unreachable row.
+    """
+    if isinstance(target, str):
+        return dumps([dbname, target])
+    if (
+        isinstance(target, (tuple, list))
+        and len(target) == 2
+        and isinstance(target[0], str)
+        and isinstance(target[1], int)
+        and not isinstance(target[1], bool)
+    ):
+        return dumps([dbname, target[0], target[1]])
+    raise TypeError(f"a bus target is a string or a (model, id) pair, not {target!r}")
+
+
+def encode_message(notification_type: str, payload: Any) -> str:
+    """The ``message`` column: ``{"type": ..., "payload": ...}``."""
+    return dumps({"type": notification_type, "payload": payload})
+
+
+def split_notify_payloads(channels: Iterable[str], limit: int = NOTIFY_PAYLOAD_LIMIT) -> Iterator[str]:
+    """Yield JSON lists of channels, each under ``limit`` bytes once encoded.
+
+    One transaction may touch thousands of channels; a single NOTIFY carrying
+    them all would be refused by PostgreSQL and the whole post would look
+    failed although it committed. Channels are already JSON text, so the list
+    is assembled from the pieces and measured in bytes as it grows.
+    """
+    batch: list[str] = []
+    size = 2  # the brackets
+    for channel in channels:
+        piece = len(channel.encode("utf-8"))
+        if piece + 2 > limit:
+            raise ValueError(f"channel too long to notify: {channel[:80]}...")
+        extra = piece + (1 if batch else 0)
+        if batch and size + extra > limit:
+            yield "[" + ",".join(batch) + "]"
+            batch, size = [], 2
+            extra = piece
+        batch.append(channel)
+        size += extra
+    if batch:
+        yield "[" + ",".join(batch) + "]"
+
+
+def parse_notify_payload(payload: str) -> list[str]:
+    """Channel keys named by one NOTIFY, re-encoded so they match stored keys."""
+    try:
+        channels = json.loads(payload)
+    except ValueError:
+        return []
+    if not isinstance(channels, list):
+        return []
+    return [dumps(channel) for channel in channels if isinstance(channel, list)]
+

@@ -1,0 +1,47 @@
+"""Settings of a bus application, from arguments or the environment."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Optional
+
+DEFAULT_TIMEOUT = 50.0
+DEFAULT_MAX_BODY = 1024 * 1024
+
+
+def database_url_from_env() -> Optional[str]:
+    """``$DATABASE_URL``, or a libpq keyword string when ``PG*`` variables are
+    set (libpq reads them itself, so an empty DSN is enough), else None."""
+    url = os.environ.get("DATABASE_URL")
+    if url:
+        return url
+    if any(os.environ.get(name) for name in ("PGHOST", "PGDATABASE", "PGPORT", "PGUSER", "PGSERVICE")):
+        return ""
+    return None
+
+
+@dataclass
+class Settings:
+    """Everything a bus application needs to know.
+
+    ``hold_back_gaps`` and ``shared_reads`` exist to measure what they buy:
+    turned off, the bus behaves like Odoo 15 (it may skip a message committed
+    out of id order, and every woken poller queries the database).
+    """
+
+    database_url: str
+    timeout: float = DEFAULT_TIMEOUT
+    retention: Optional[float] = None  # default: twice the timeout
+    gc_interval: Optional[float] = None  # default: the timeout
+    max_body: int = DEFAULT_MAX_BODY
+    pool_size: int = 32
+    hold_back_gaps: bool = True
+    shared_reads: bool = True
+    install_schema: bool = True
+    extra: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.retention is None:
+            self.retention = 2 * self.timeout
+        if self.gc_interval is None:
+            self.gc_interval = self.timeout

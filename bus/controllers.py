@@ -1,0 +1,29 @@
+"""The bus routes: translate HTTP into calls on the application, nothing more."""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from werkzeug.wrappers import Request, Response
+
+from .jsonrpc import InvalidParams, RawJSON, param
+
+if TYPE_CHECKING:
+    from .app import BusApp
+
+
+def register(app: "BusApp") -> None:
+    @app.json_route("/longpolling/poll")
+    def poll(request: Request, params: dict) -> Any:
+        channels = param(params, "channels", list, [])
+        if not all(isinstance(name, str) for name in channels):
+            raise InvalidParams("the bus only accepts string channels")
+        last = param(params, "last", int, 0)
+        if last < 0:
+            raise InvalidParams("'last' cannot be negative")
+        options = param(params, "options", dict, {})
+        entries = app.poll(request, channels, last, options)
+        return RawJSON("[" + ",".join(entries) + "]")
+
+    @app.http_route("/longpolling/health")
+    def health(request: Request) -> Response:
+        return Response('{"status": "pass"}', mimetype="application/json")

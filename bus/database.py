@@ -1,0 +1,261 @@
+"""Connections and transactions: a pool that survives a PostgreSQL restart,
+and a transaction object with pre-commit and post-commit hooks.
+
+The hooks are what make the post path safe: bus rows are written by a
+pre-commit hook (so every notification of a transaction goes out in one
+statement) and NOTIFY runs from a post-commit hook (so no poller can wake
+before the rows it will read are visible).
+"""
+from __future__ import annotations
+
+import logging
+import select
+import threading
+from typing import Any, Callable, Iterator, Optional
+from contextlib import contextmanager
+
+import psycopg2
+import psycopg2.extensions
+import psycopg2.pool
+
+_logger = logging.getLogger(__name__)
+
+#: Errors that mean "this connection (or the server) is gone", as opposed to
+#: errors in the SQL or the data.
+DISCONNECT_ERRORS = (psycopg2.OperationalError, psycopg2.InterfaceError)
+
+
+class DatabaseUnavailable(Exception):
+    """The server cannot be reached right now; the caller may retry later."""
+
+
+class CountingCursor(psycopg2.extensions.cursor):
+    """Counts statements per pool, so tests and benchmarks can prove that the
+    number of queries does not grow with the number of waiting pollers."""
+
+    def execute(self, query: Any, vars: Any = None) -> None:  # noqa: A002 - DB-API name
+        self.connection.info_counter.increment()
+        return super().execute(query, vars)
+
+
+class _Counter:
+    def __init__(self) -> None:
+        self.value = 0
+        self._lock = threading.Lock()
+
+    def increment(self) -> None:
+        with self._lock:
+            self.value += 1
+
+
+class _CountingConnection(psycopg2.extensions.connection):
+    info_counter: _Counter
+
+
+def cooperate_with_gevent() -> None:
+    """Make psycopg2 yield to the gevent hub while it waits on the server.
+
+    Without this a LISTEN or a slow query blocks every greenlet of the
+    process. Only done when gevent has patched the process, because the wait
+    callback would make a threaded program slower for nothing.
+    """
+    try:
+        from gevent import monkey
+    except ImportError:
+        return
+    if monkey.is_module_patched("socket") and psycopg2.extensions.get_wait_callback() is None:
+        from psycogreen.gevent import patch_psycopg
+
+        patch_psycopg()
+
+
+def _is_stale(conn: psycopg2.extensions.connection) -> bool:
+    """True when an idle pooled connection is known to be dead.
+
+    An idle connection has nothing to read; if its socket is readable the
+    server has sent a termination message or closed it (a restart, an
+    administrator's pg_terminate_backend). One zero-timeout select costs no
+    round trip, unlike a ``SELECT 1`` ping on every checkout.
+    """
+    if conn.closed:
+        return True
+    try:
+        readable, _, _ = select.select([conn], [], [], 0)
+    except (OSError, ValueError):
+        return True
+    return bool(readable)
+
+
+class Database:
+    """A pool of connections to one database, plus the facts the bus needs
+    about it (its name, a statement counter)."""
+
+    def __init__(self, dsn: str, *, minconn: int = 0, maxconn: int = 32, connect_timeout: int = 5) -> None:
+        cooperate_with_gevent()
+        self.dsn = dsn
+        self._connect_kwargs = {"connect_timeout": connect_timeout, "connection_factory": _CountingConnection}
+        self._pool = psycopg2.pool.ThreadedConnectionPool(minconn, maxconn, dsn, **self._connect_kwargs)
+        # The pool raises when exhausted; the semaphore makes callers queue
+        # instead, which is what a burst of posts wants.
+        self._slots = threading.BoundedSemaphore(maxconn)
+        self.statements = _Counter()
+        self._dbname: Optional[str] = psycopg2.extensions.parse_dsn(dsn).get("dbname")
+
+    @property
+    def dbname(self) -> str:
+        """The database name, which qualifies every channel."""
+        if not self._dbname:
+            with self.cursor() as cr:
+                cr.execute("SELECT current_database()")
+                self._dbname = cr.fetchone()[0]
+        return self._dbname
+
+    def connect(self, *, autocommit: bool = False) -> psycopg2.extensions.connection:
+        """A connection outside the pool (the dispatcher's LISTEN connection)."""
+        try:
+            conn = psycopg2.connect(self.dsn, **self._connect_kwargs)
+        except DISCONNECT_ERRORS as exc:
+            raise DatabaseUnavailable(str(exc).strip()) from exc
+        conn.info_counter = self.statements
+        conn.autocommit = autocommit
+        return conn
+
+    def _checkout(self) -> psycopg2.extensions.connection:
+        if not self._slots.acquire(timeout=30):
+            raise DatabaseUnavailable("no database connection became free within 30 s")
+        try:
+            while True:
+                conn = self._pool.getconn()
+                if not _is_stale(conn):
+                    conn.info_counter = self.statements
+                    return conn
+                self._pool.putconn(conn, close=True)
+        except DISCONNECT_ERRORS as exc:
+            self._slots.release()
+            raise DatabaseUnavailable(str(exc).strip()) from exc
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def _checkin(self, conn: psycopg2.extensions.connection, *, broken: bool) -> None:
+        try:
+            if broken or conn.closed:
+                self._pool.putconn(conn, close=True)
+            else:
+                self._pool.putconn(conn)
+        finally:
+            self._slots.release()
+
+    @contextmanager
+    def cursor(self, *, autocommit: bool = True) -> Iterator[psycopg2.extensions.cursor]:
+        """A pooled cursor for one-off statements outside a transaction."""
+        conn = self._checkout()
+        broken = False
+        try:
+            conn.autocommit = autocommit
+            with conn.cursor(cursor_factory=CountingCursor) as cr:
+                yield cr
+            if not autocommit:
+                conn.commit()
+        except DISCONNECT_ERRORS as exc:
+            broken = True
+            raise DatabaseUnavailable(str(exc).strip()) from exc
+        except BaseException:
+            if not conn.closed and not autocommit:
+                conn.rollback()
+            raise
+        finally:
+            self._checkin(conn, broken=broken)
+
+    def transaction(self) -> "Transaction":
+        """A new transaction; use it as a context manager."""
+        return Transaction(self)
+
+    def close(self) -> None:
+        self._pool.closeall()
+
+
+class Transaction:
+    """One database transaction with hooks around its COMMIT.
+
+    ``with db.transaction() as tx:`` commits on a clean exit and rolls back on
+    an exception. Pre-commit hooks run inside the transaction, after the
+    caller's own work; post-commit hooks run only once COMMIT has succeeded,
+    and never after a rollback. ``tx.data`` is scratch space for hooks that
+    accumulate work over the transaction (the bus keeps its pending
+    notifications there).
+    """
+
+    def __init__(self, database: Database) -> None:
+        self.database = database
+        self.data: dict[str, Any] = {}
+        self._precommit: list[Callable[[], None]] = []
+        self._postcommit: list[Callable[[], None]] = []
+        self._conn: Optional[psycopg2.extensions.connection] = None
+        self.cursor: Optional[psycopg2.extensions.cursor] = None
+
+    @property
+    def dbname(self) -> str:
+        return self.database.dbname
+
+    def __enter__(self) -> "Transaction":
+        self._conn = self.database._checkout()
+        self._conn.autocommit = False
+        self.cursor = self._conn.cursor(cursor_factory=CountingCursor)
+        return self
+
+    def execute(self, query: str, params: Any = None) -> psycopg2.extensions.cursor:
+        assert self.cursor is not None, "use the transaction as a context manager"
+        self.cursor.execute(query, params)
+        return self.cursor
+
+    def on_precommit(self, hook: Callable[[], None]) -> None:
+        self._precommit.append(hook)
+
+    def on_postcommit(self, hook: Callable[[], None]) -> None:
+        self._postcommit.append(hook)
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> bool:
+        conn = self._conn
+        assert conn is not None
+        broken = False
+        committed = False
+        try:
+            if exc_type is None:
+                # Hooks may register further hooks; run until none is left.
+                while self._precommit:
+                    self._precommit.pop(0)()
+                conn.commit()
+                committed = True
+            elif not conn.closed:
+                conn.rollback()
+        except DISCONNECT_ERRORS as error:
+            broken = True
+            raise DatabaseUnavailable(str(error).strip()) from error
+        except BaseException:
+            if not conn.closed:
+                try:
+                    conn.rollback()
+                except DISCONNECT_ERRORS:
+                    broken = True
+            raise
+        finally:
+            if exc_type is not None and isinstance(exc, DISCONNECT_ERRORS):
+                broken = True
+            if self.cursor is not None and not self.cursor.closed:
+                self.cursor.close()
+            self.database._checkin(conn, broken=broken)
+            self._conn = None
+        if committed:
+            for hook in self._postcommit:
+                try:
+                    hook()
+                except Exception:
+                    # The data is committed; a failed after-effect (a NOTIFY
+                    # while the server restarts) must not turn into an error
+                    # for a caller whose write succeeded. Pollers catch up at
+                    # the dispatcher's next read.
+                    _logger.exception("post-commit hook failed")
+        if exc_type is not None and isinstance(exc, DISCONNECT_ERRORS):
+            raise DatabaseUnavailable(str(exc).strip()) from exc
+        return False

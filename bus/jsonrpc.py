@@ -1,0 +1,163 @@
+"""JSON-RPC 2.0 over HTTP, the way Odoo 15's ``type="json"`` routes speak it.
+
+A request is ``{"jsonrpc": "2.0", "method": "call", "params": {...}, "id": ...}``;
+the answer carries either ``result`` or ``error``. Errors never include a
+traceback: the client gets a code, a message and a short ``data`` object,
+and the server log gets the details.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any, Callable, Optional
+
+from werkzeug.exceptions import RequestEntityTooLarge
+from werkzeug.wrappers import Request, Response
+
+from .database import DatabaseUnavailable
+
+_logger = logging.getLogger(__name__)
+
+
+class RPCError(Exception):
+    """An error the client is meant to see."""
+
+    code = -32000
+    http_status = 200
+    name = "server_error"
+
+    def __init__(self, message: str, data: Optional[dict] = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.data = data
+
+
+class ParseError(RPCError):
+    code, http_status, name = -32700, 400, "parse_error"
+
+
+class InvalidRequest(RPCError):
+    code, http_status, name = -32600, 400, "invalid_request"
+
+
+class InvalidParams(RPCError):
+    code, http_status, name = -32602, 400, "invalid_params"
+
+
+class SessionExpired(RPCError):
+    """Odoo's code for "log in again"; its client reacts to 100."""
+
+    code, http_status, name = 100, 200, "session_expired"
+
+
+class AccessDenied(RPCError):
+    code, http_status, name = 403, 403, "access_denied"
+
+
+class NotFound(RPCError):
+    """Odoo answers 404 for records the caller may not see, so that a
+    stranger cannot tell "forbidden" from "does not exist"."""
+
+    code, http_status, name = 404, 404, "not_found"
+
+
+class PayloadTooLarge(RPCError):
+    code, http_status, name = 413, 413, "payload_too_large"
+
+
+class ServiceUnavailable(RPCError):
+    code, http_status, name = -32001, 503, "service_unavailable"
+
+
+class InternalError(RPCError):
+    code, http_status, name = -32603, 500, "internal_error"
+
+
+class RawJSON(str):
+    """A result already encoded as JSON text, spliced into the answer as is
+    (poll answers are assembled from pre-encoded rows)."""
+
+
+def _encode(value: Any) -> str:
+    if isinstance(value, RawJSON):
+        return value
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+def result_response(request_id: Any, result: Any) -> Response:
+    body = '{"jsonrpc":"2.0","id":%s,"result":%s}' % (_encode(request_id), _encode(result))
+    return Response(body, mimetype="application/json")
+
+
+def error_response(request_id: Any, error: RPCError) -> Response:
+    payload = {"code": error.code, "message": error.message, "data": {"name": error.name, **(error.data or {})}}
+    body = {"jsonrpc": "2.0", "id": request_id, "error": payload}
+    return Response(_encode(body), status=error.http_status, mimetype="application/json")
+
+
+def read_call(request: Request, max_body: int) -> tuple[Any, dict]:
+    """The (id, params) of a JSON-RPC call, or an :class:`RPCError`."""
+    if request.content_length is not None and request.content_length > max_body:
+        raise PayloadTooLarge(f"request body over {max_body} bytes")
+    request.max_content_length = max_body
+    try:
+        raw = request.get_data(cache=False)
+    except RequestEntityTooLarge:
+        raise PayloadTooLarge(f"request body over {max_body} bytes") from None
+    if len(raw) > max_body:
+        raise PayloadTooLarge(f"request body over {max_body} bytes")
+    try:
+        envelope = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise ParseError("the request body is not valid JSON") from None
+    if not isinstance(envelope, dict):
+        raise InvalidRequest("a JSON-RPC request is a JSON object")
+    params = envelope.get("params", {})
+    if params is None:
+        params = {}
+    if not isinstance(params, dict):
+        raise InvalidParams("params must be an object of named parameters")
+    return envelope.get("id"), params
+
+
+Handler = Callable[[Request, dict], Any]
+
+
+def serve_call(handler: Handler, request: Request, max_body: int) -> Response:
+    """Run one JSON-RPC handler and turn its outcome into an HTTP answer."""
+    request_id = None
+    try:
+        request_id, params = read_call(request, max_body)
+        return result_response(request_id, handler(request, params))
+    except RPCError as error:
+        return error_response(request_id, error)
+    except DatabaseUnavailable as exc:
+        _logger.warning("database unavailable during %s: %s", request.path, exc)
+        return error_response(request_id, ServiceUnavailable("the database is unavailable, try again shortly"))
+    except Exception:
+        _logger.exception("error while serving %s", request.path)
+        return error_response(request_id, InternalError("internal server error"))
+
+
+def param(params: dict, name: str, kind: type | tuple[type, ...], default: Any = ..., *, required: bool = False) -> Any:
+    """One named parameter, type-checked, or :class:`InvalidParams`.
+
+    ``bool`` is refused where an ``int`` is wanted, since JSON's ``true``
+    would otherwise pass as 1.
+    """
+    if name not in params or params[name] is None:
+        if required or default is ...:
+            raise InvalidParams(f"missing parameter {name!r}")
+        return default
+    value = params[name]
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    if isinstance(value, bool) and bool not in kinds:
+        raise InvalidParams(f"parameter {name!r} must be {_kind_name(kinds)}")
+    if not isinstance(value, kinds):
+        raise InvalidParams(f"parameter {name!r} must be {_kind_name(kinds)}")
+    return value
+
+
+def _kind_name(kinds: tuple[type, ...]) -> str:
+    names = {int: "an integer", str: "a string", list: "a list", dict: "an object", bool: "a boolean", float: "a number"}
+    return " or ".join(names.get(k, k.__name__) for k in kinds)

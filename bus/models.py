@@ -1,0 +1,139 @@
+"""What the bus stores and fetches: every SQL statement of the bus lives here.
+
+Writes go through :func:`sendmany` inside a caller's :class:`Transaction`;
+reads are the dispatcher's shared read (:func:`read_after`) and the pollers'
+catch-up read (:func:`fetch`).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Iterable, Optional, Sequence, Tuple
+
+from .channels import NOTIFY_CHANNEL, Target, channel_with_db, encode_message, split_notify_payloads
+from .database import Database, Transaction
+
+_PENDING = "bus.pending"
+
+#: A stored row as the dispatcher sees it: (id, channel key, message JSON text).
+Row = Tuple[int, str, str]
+
+
+def sendone(tx: Transaction, target: Target, notification_type: str, payload: Any) -> None:
+    """Queue one notification; see :func:`sendmany`."""
+    sendmany(tx, [(target, notification_type, payload)])
+
+
+def sendmany(tx: Transaction, notifications: Iterable[Tuple[Target, str, Any]]) -> None:
+    """Queue notifications to be written with ``tx`` and announced after it commits.
+
+    The rows are inserted by one pre-commit statement, so a transaction that
+    sends many times still pays one round trip, and the NOTIFY runs after
+    COMMIT on another connection, so a woken poller always finds the rows.
+    On rollback nothing is written and nothing is announced.
+    """
+    pending = tx.data.get(_PENDING)
+    if pending is None:
+        pending = tx.data[_PENDING] = []
+        tx.on_precommit(lambda: _write_pending(tx))
+    dbname = tx.dbname
+    for target, notification_type, payload in notifications:
+        pending.append((channel_with_db(dbname, target), encode_message(notification_type, payload)))
+
+
+def _write_pending(tx: Transaction) -> None:
+    pending = tx.data.pop(_PENDING, [])
+    if not pending:
+        return
+    channels = [channel for channel, _ in pending]
+    messages = [message for _, message in pending]
+    # pg_current_xact_id() gives the transaction its id *before* nextval()
+    # hands out bus ids. The dispatcher relies on it: a bus id that is missing
+    # below a visible one then always belongs to a transaction listed as
+    # running in the reader's snapshot (see bus/watermark.py).
+    tx.execute(
+        "SELECT pg_current_xact_id();"
+        " INSERT INTO bus_bus (channel, message)"
+        " SELECT c, m FROM unnest(%s::text[], %s::text[]) WITH ORDINALITY AS t(c, m, n) ORDER BY n",
+        (channels, messages),
+    )
+    distinct = list(dict.fromkeys(channels))
+    tx.on_postcommit(lambda: notify(tx.database, distinct))
+
+
+def notify(database: Database, channels: Sequence[str]) -> None:
+    """Announce ``channels`` to every listening process, in payloads PostgreSQL accepts."""
+    payloads = list(split_notify_payloads(channels))
+    if not payloads:
+        return
+    with database.cursor() as cr:
+        cr.execute(";".join(["SELECT pg_notify(%s, %s)"] * len(payloads)),
+                   [value for payload in payloads for value in (NOTIFY_CHANNEL, payload)])
+
+
+@dataclass(frozen=True)
+class ReadResult:
+    """One shared read: the rows after a position, with the snapshot they were
+    read in (its running transactions decide whether a gap may still fill)."""
+
+    rows: list[Row]
+    running: frozenset[int]
+    gc_floor: int
+
+
+def read_after(database: Database, after_id: int, limit: int) -> ReadResult:
+    """Every visible row with id > ``after_id``, in id order, and the snapshot.
+
+    One statement, so the rows and ``pg_current_snapshot()`` describe the same
+    instant.
+    """
+    with database.cursor() as cr:
+        cr.execute(
+            "SELECT pg_current_snapshot()::text, g.last_deleted_id, b.id, b.channel, b.message"
+            " FROM pg_current_snapshot() AS s CROSS JOIN bus_gc AS g"
+            " LEFT JOIN LATERAL (SELECT id, channel, message FROM bus_bus WHERE id > %s ORDER BY id LIMIT %s) AS b"
+            " ON true ORDER BY b.id",
+            (after_id, limit),
+        )
+        result = cr.fetchall()
+    snapshot, gc_floor = result[0][0], result[0][1]
+    xip = snapshot.split(":")[2]
+    running = frozenset(int(x) for x in xip.split(",")) if xip else frozenset()
+    rows = [(row_id, channel, message) for _, _, row_id, channel, message in result if row_id is not None]
+    return ReadResult(rows, running, gc_floor)
+
+
+def fetch(
+    database: Database,
+    channels: Sequence[str],
+    after_id: int,
+    upto_id: Optional[int] = None,
+    younger_than: Optional[float] = None,
+) -> list[Tuple[int, str]]:
+    """(id, message) of rows on ``channels`` after ``after_id`` (and at most
+    ``upto_id``, the last id known to be final), optionally only those created
+    less than ``younger_than`` seconds ago."""
+    query = "SELECT id, message FROM bus_bus WHERE channel = ANY(%s) AND id > %s"
+    params: list[Any] = [list(channels), after_id]
+    if upto_id is not None:
+        query += " AND id <= %s"
+        params.append(upto_id)
+    if younger_than is not None:
+        query += " AND create_date > (now() AT TIME ZONE 'UTC') - make_interval(secs => %s)"
+        params.append(younger_than)
+    with database.cursor() as cr:
+        cr.execute(query + " ORDER BY id", params)
+        return cr.fetchall()
+
+
+def collect_garbage(database: Database, retention: float) -> int:
+    """Delete rows older than ``retention`` seconds; return the GC floor, the
+    highest id ever deleted, which tells pollers behind it they missed rows."""
+    with database.cursor() as cr:
+        cr.execute(
+            "WITH gone AS (DELETE FROM bus_bus"
+            " WHERE create_date < (now() AT TIME ZONE 'UTC') - make_interval(secs => %s) RETURNING id)"
+            " UPDATE bus_gc SET last_deleted_id = GREATEST(last_deleted_id, (SELECT max(id) FROM gone))"
+            " RETURNING last_deleted_id",
+            (retention,),
+        )
+        return cr.fetchone()[0]

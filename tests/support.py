@@ -1,0 +1,96 @@
+"""Helpers shared by the tests: databases, an HTTP server in the test
+process, and a small JSON-RPC client."""
+from __future__ import annotations
+
+import json
+import threading
+import uuid
+from typing import Any, Optional
+
+import psycopg2
+import psycopg2.extensions
+import requests
+
+
+def admin_url(url: str) -> str:
+    """The same server's ``postgres`` database, for CREATE/DROP DATABASE."""
+    params = psycopg2.extensions.parse_dsn(url)
+    params["dbname"] = "postgres"
+    return psycopg2.extensions.make_dsn(**params)
+
+
+def _with_db(url: str, name: str) -> str:
+    params = psycopg2.extensions.parse_dsn(url)
+    params["dbname"] = name
+    return psycopg2.extensions.make_dsn(**params)
+
+
+def create_database(server_url: str, name: str) -> str:
+    conn = psycopg2.connect(server_url)
+    conn.autocommit = True
+    with conn.cursor() as cr:
+        cr.execute(f'CREATE DATABASE "{name}"')
+    conn.close()
+    return _with_db(server_url, name)
+
+
+def drop_database(server_url: str, name: str) -> None:
+    conn = psycopg2.connect(server_url)
+    conn.autocommit = True
+    with conn.cursor() as cr:
+        cr.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    conn.close()
+
+
+class HttpServer:
+    """The app behind a real socket: gevent's pywsgi or Werkzeug's threaded server."""
+
+    def __init__(self, app, mode: str) -> None:
+        self.mode = mode
+        if mode == "gevent":
+            import socket
+
+            from gevent.pywsgi import WSGIServer
+
+            listener = socket.socket()
+            listener.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            listener.bind(("127.0.0.1", 0))
+            listener.listen(1024)
+            self._server = WSGIServer(listener, app, log=None)
+            self._server.start()
+            self.port = listener.getsockname()[1]
+        else:
+            from werkzeug.serving import make_server
+
+            self._server = make_server("127.0.0.1", 0, app, threaded=True)
+            self.port = self._server.server_port
+            self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+            self._thread.start()
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        if self.mode == "gevent":
+            self._server.stop(timeout=1)
+        else:
+            self._server.shutdown()
+            self._server.server_close()
+
+
+def rpc(url: str, path: str, params: Optional[dict] = None, *, session: Optional[requests.Session] = None,
+        timeout: float = 30) -> requests.Response:
+    """POST one JSON-RPC call; returns the raw HTTP response."""
+    body = {"jsonrpc": "2.0", "method": "call", "params": params or {}, "id": uuid.uuid4().int % 10**9}
+    return (session or requests).post(url + path, data=json.dumps(body),
+                                      headers={"Content-Type": "application/json"}, timeout=timeout)
+
+
+def result(response: requests.Response) -> Any:
+    """The ``result`` of a successful call (fails the test otherwise)."""
+    assert response.status_code == 200, response.text
+    payload = response.json()
+    assert "error" not in payload, payload
+    return payload["result"]
+
+
+def poll(url: str, channels: list, last: int, **options) -> list[dict]:
+    return result(rpc(url, "/longpolling/poll", {"channels": channels, "last": last, "options": options}))

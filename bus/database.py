@@ -16,7 +16,9 @@ from contextlib import contextmanager
 
 import psycopg2
 import psycopg2.extensions
-import psycopg2.pool
+import sqlalchemy.event
+import sqlalchemy.exc
+from sqlalchemy.pool import QueuePool
 
 _logger = logging.getLogger(__name__)
 
@@ -49,6 +51,8 @@ class _Counter:
 
 
 class _CountingConnection(psycopg2.extensions.connection):
+    """A connection that knows which counter its cursors feed."""
+
     info_counter: _Counter
 
 
@@ -88,18 +92,27 @@ def _is_stale(conn: psycopg2.extensions.connection) -> bool:
 
 class Database:
     """A pool of connections to one database, plus the facts the bus needs
-    about it (its name, a statement counter)."""
+    about it (its name, a statement counter).
 
-    def __init__(self, dsn: str, *, minconn: int = 0, maxconn: int = 32, connect_timeout: int = 5) -> None:
+    Pooling is SQLAlchemy's ``QueuePool`` (callers queue when all connections
+    are busy; a connection that failed is invalidated instead of returned);
+    the only thing added here is the zero-cost staleness check at checkout.
+    """
+
+    def __init__(self, dsn: str, *, maxconn: int = 32, connect_timeout: int = 5) -> None:
         cooperate_with_gevent()
         self.dsn = dsn
         self._connect_kwargs = {"connect_timeout": connect_timeout, "connection_factory": _CountingConnection}
-        self._pool = psycopg2.pool.ThreadedConnectionPool(minconn, maxconn, dsn, **self._connect_kwargs)
-        # The pool raises when exhausted; the semaphore makes callers queue
-        # instead, which is what a burst of posts wants.
-        self._slots = threading.BoundedSemaphore(maxconn)
         self.statements = _Counter()
+        self._pool = QueuePool(self._create, pool_size=maxconn, max_overflow=0, timeout=30,
+                               reset_on_return="rollback")
+        sqlalchemy.event.listen(self._pool, "checkout", _refuse_stale)
         self._dbname: Optional[str] = psycopg2.extensions.parse_dsn(dsn).get("dbname")
+
+    def _create(self) -> psycopg2.extensions.connection:
+        conn = psycopg2.connect(self.dsn, **self._connect_kwargs)
+        conn.info_counter = self.statements
+        return conn
 
     @property
     def dbname(self) -> str:
@@ -113,43 +126,33 @@ class Database:
     def connect(self, *, autocommit: bool = False) -> psycopg2.extensions.connection:
         """A connection outside the pool (the dispatcher's LISTEN connection)."""
         try:
-            conn = psycopg2.connect(self.dsn, **self._connect_kwargs)
+            conn = self._create()
         except DISCONNECT_ERRORS as exc:
             raise DatabaseUnavailable(str(exc).strip()) from exc
-        conn.info_counter = self.statements
         conn.autocommit = autocommit
         return conn
 
-    def _checkout(self) -> psycopg2.extensions.connection:
-        if not self._slots.acquire(timeout=30):
-            raise DatabaseUnavailable("no database connection became free within 30 s")
+    def _checkout(self) -> Any:
         try:
-            while True:
-                conn = self._pool.getconn()
-                if not _is_stale(conn):
-                    conn.info_counter = self.statements
-                    return conn
-                self._pool.putconn(conn, close=True)
+            return self._pool.connect()
         except DISCONNECT_ERRORS as exc:
-            self._slots.release()
             raise DatabaseUnavailable(str(exc).strip()) from exc
-        except BaseException:
-            self._slots.release()
-            raise
+        except sqlalchemy.exc.TimeoutError as exc:
+            raise DatabaseUnavailable("no database connection became free in time") from exc
+        except sqlalchemy.exc.DisconnectionError as exc:
+            raise DatabaseUnavailable("the database keeps dropping connections") from exc
 
-    def _checkin(self, conn: psycopg2.extensions.connection, *, broken: bool) -> None:
-        try:
-            if broken or conn.closed:
-                self._pool.putconn(conn, close=True)
-            else:
-                self._pool.putconn(conn)
-        finally:
-            self._slots.release()
+    @staticmethod
+    def _checkin(handle: Any, *, broken: bool) -> None:
+        if broken or handle.dbapi_connection is None or handle.dbapi_connection.closed:
+            handle.invalidate()
+        handle.close()
 
     @contextmanager
     def cursor(self, *, autocommit: bool = True) -> Iterator[psycopg2.extensions.cursor]:
         """A pooled cursor for one-off statements outside a transaction."""
-        conn = self._checkout()
+        handle = self._checkout()
+        conn = handle.dbapi_connection
         broken = False
         try:
             conn.autocommit = autocommit
@@ -160,19 +163,21 @@ class Database:
         except DISCONNECT_ERRORS as exc:
             broken = True
             raise DatabaseUnavailable(str(exc).strip()) from exc
-        except BaseException:
-            if not conn.closed and not autocommit:
-                conn.rollback()
-            raise
         finally:
-            self._checkin(conn, broken=broken)
+            self._checkin(handle, broken=broken)
 
     def transaction(self) -> "Transaction":
         """A new transaction; use it as a context manager."""
         return Transaction(self)
 
     def close(self) -> None:
-        self._pool.closeall()
+        self._pool.dispose()
+
+
+def _refuse_stale(conn: psycopg2.extensions.connection, record: Any, proxy: Any) -> None:
+    if _is_stale(conn):
+        # QueuePool's documented way to say "replace this one and retry".
+        raise sqlalchemy.exc.DisconnectionError()
 
 
 class Transaction:
@@ -191,6 +196,7 @@ class Transaction:
         self.data: dict[str, Any] = {}
         self._precommit: list[Callable[[], None]] = []
         self._postcommit: list[Callable[[], None]] = []
+        self._handle: Any = None
         self._conn: Optional[psycopg2.extensions.connection] = None
         self.cursor: Optional[psycopg2.extensions.cursor] = None
 
@@ -199,7 +205,8 @@ class Transaction:
         return self.database.dbname
 
     def __enter__(self) -> "Transaction":
-        self._conn = self.database._checkout()
+        self._handle = self.database._checkout()
+        self._conn = self._handle.dbapi_connection
         self._conn.autocommit = False
         self.cursor = self._conn.cursor(cursor_factory=CountingCursor)
         return self
@@ -244,8 +251,8 @@ class Transaction:
                 broken = True
             if self.cursor is not None and not self.cursor.closed:
                 self.cursor.close()
-            self.database._checkin(conn, broken=broken)
-            self._conn = None
+            self.database._checkin(self._handle, broken=broken)
+            self._conn = self._handle = None
         if committed:
             for hook in self._postcommit:
                 try:

@@ -13,6 +13,7 @@ if MODE == "gevent":
 
     monkey.patch_all()
 
+import logging  # noqa: E402
 import threading  # noqa: E402
 import uuid  # noqa: E402
 
@@ -22,6 +23,8 @@ import pytest  # noqa: E402
 from bus.config import database_url_from_env  # noqa: E402
 from bus.embedded_postgres import EmbeddedPostgres  # noqa: E402
 from tests.support import HttpServer, admin_url, create_database, drop_database  # noqa: E402
+
+logging.getLogger("werkzeug").setLevel(logging.WARNING)
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,255 @@
+"""/longpolling/poll over real HTTP: what a client following ``last`` gets."""
+import threading
+import time
+
+import pytest
+
+from bus import sendone
+from bus.dispatcher import Dispatcher
+from tests.support import poll, result, rpc
+
+
+def post(app, target, payload, kind="test"):
+    with app.database.transaction() as tx:
+        sendone(tx, target, kind, payload)
+
+
+def ids_of(app):
+    with app.database.cursor() as cr:
+        cr.execute("SELECT id FROM bus_bus ORDER BY id")
+        return [r[0] for r in cr.fetchall()]
+
+
+class Background:
+    """A poll running in the background (a thread, or a greenlet in gevent mode)."""
+
+    def __init__(self, fn, *args, **kwargs):
+        self.value = None
+        self.error = None
+        self.started = time.monotonic()
+        self.elapsed = None
+        self._thread = threading.Thread(target=self._run, args=(fn, args, kwargs), daemon=True)
+        self._thread.start()
+
+    def _run(self, fn, args, kwargs):
+        try:
+            self.value = fn(*args, **kwargs)
+        except BaseException as exc:  # reported by result()
+            self.error = exc
+        self.elapsed = time.monotonic() - self.started
+
+    def result(self, timeout=10):
+        self._thread.join(timeout)
+        assert not self._thread.is_alive(), "the poll did not answer"
+        if self.error:
+            raise self.error
+        return self.value
+
+
+def wait_parked(app, count=1, timeout=5):
+    deadline = time.monotonic() + timeout
+    while app.dispatcher.waiter_count < count:
+        assert time.monotonic() < deadline, "the polls never parked"
+        time.sleep(0.01)
+
+
+def test_health_needs_no_session(http):
+    import requests
+
+    response = requests.get(http.url + "/longpolling/health", timeout=5)
+    assert response.status_code == 200
+    assert response.json() == {"status": "pass"}
+
+
+def test_first_poll_gets_only_what_is_younger_than_the_timeout(app, http):
+    post(app, "general", {"n": "old"})
+    post(app, "general", {"n": "new"})
+    with app.database.cursor() as cr:
+        cr.execute("UPDATE bus_bus SET create_date = create_date - interval '1 hour' WHERE id = (SELECT min(id) FROM bus_bus)")
+    answer = poll(http.url, ["general"], 0)
+    assert [n["message"]["payload"] for n in answer] == [{"n": "new"}]
+
+
+def test_poll_returns_rows_after_last_on_its_channels_in_order(app, http):
+    post(app, "general", {"n": 1})
+    post(app, "elsewhere", {"n": 2})
+    post(app, "general", {"n": 3})
+    post(app, "broadcast", {"n": 4})
+    first = ids_of(app)[0]
+    answer = poll(http.url, ["general"], first - 1)
+    assert [n["message"] for n in answer] == [
+        {"type": "test", "payload": {"n": 1}},
+        {"type": "test", "payload": {"n": 3}},
+        {"type": "test", "payload": {"n": 4}},
+    ]
+    assert [n["id"] for n in answer] == sorted(n["id"] for n in answer)
+    assert poll(http.url, ["general"], answer[-1]["id"], peek=True) == []
+
+
+def test_parked_poll_is_woken_by_a_post(app, http):
+    post(app, "general", {"n": 0})
+    last = ids_of(app)[-1]
+    waiting = Background(poll, http.url, ["general"], last)
+    wait_parked(app)
+    time.sleep(0.1)
+    assert waiting.elapsed is None, "answered before anything was posted"
+    post(app, "general", {"n": 1})
+    answer = waiting.result()
+    assert [n["message"]["payload"] for n in answer] == [{"n": 1}]
+    assert waiting.elapsed < 2
+
+
+def test_a_post_on_another_channel_does_not_answer_the_poll(make_app, serve):
+    app = make_app(timeout=1.0)
+    http = serve(app)
+    post(app, "general", {"n": 0})
+    last = ids_of(app)[-1]
+    waiting = Background(poll, http.url, ["general"], last)
+    wait_parked(app)
+    post(app, "other", {"n": 1})
+    assert waiting.result() == []
+    assert waiting.elapsed >= 0.9
+
+
+def test_parked_poll_answers_empty_at_the_timeout(make_app, serve):
+    app = make_app(timeout=0.5)
+    http = serve(app)
+    started = time.monotonic()
+    assert poll(http.url, ["general"], 10) == []
+    assert 0.4 < time.monotonic() - started < 3
+
+
+def test_peek_answers_at_once(app, http):
+    started = time.monotonic()
+    assert poll(http.url, ["general"], 10, peek=True) == []
+    assert time.monotonic() - started < 1
+
+
+def test_broadcast_reaches_every_poller(app, http):
+    post(app, "general", {"n": 0})
+    last = ids_of(app)[-1]
+    waiting = [Background(poll, http.url, [name], last) for name in ("a", "b", "c")]
+    wait_parked(app, 3)
+    post(app, "broadcast", {"hello": "all"})
+    for w in waiting:
+        assert [n["message"]["payload"] for n in w.result()] == [{"hello": "all"}]
+
+
+def test_a_client_cannot_listen_to_a_record_channel(app, http):
+    post(app, ("res.partner", 3), {"secret": True})
+    post(app, "general", {"n": 1})
+    first = ids_of(app)[0]
+    names = ["res.partner", f'["{app.database.dbname}","res.partner",3]', "general"]
+    answer = poll(http.url, names, first - 1)
+    assert [n["message"]["payload"] for n in answer] == [{"n": 1}]
+    refused = rpc(http.url, "/longpolling/poll", {"channels": [["res.partner", 3]], "last": 0})
+    assert refused.status_code == 400
+    assert refused.json()["error"]["code"] == -32602
+
+
+class RaceDispatcher(Dispatcher):
+    """Commits a row right after the catch-up read and waits until the
+    dispatcher has processed it, before the poll goes on to park: the window
+    in which Odoo 15 registers its waiter too late."""
+
+    def __init__(self, *args, on_gap, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.on_gap = on_gap
+        self.injected = False
+
+    def _collect(self, channels, last, timeout):
+        entries = super()._collect(channels, last, timeout)
+        if not self.injected:
+            self.injected = True
+            self.on_gap()
+        return entries
+
+
+def test_a_row_committed_between_catch_up_and_parking_is_not_missed(app):
+    post(app, "general", {"n": 0})
+    last = ids_of(app)[-1]
+    app.dispatcher.stop()
+
+    def commit_and_wait():
+        post(app, "general", {"n": "in the window"})
+        target = ids_of(app)[-1]
+        deadline = time.monotonic() + 5
+        while dispatcher.position < target:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+
+    dispatcher = RaceDispatcher(app.database, on_gap=commit_and_wait)
+    try:
+        started = time.monotonic()
+        answer = dispatcher.poll({f'["{app.database.dbname}","general"]'}, last, timeout=5)
+        assert '"in the window"' in answer[0]
+        assert time.monotonic() - started < 2
+    finally:
+        dispatcher.stop()
+
+
+def test_notifications_of_one_wake_up_cost_one_read_whatever_the_number_of_pollers(make_app, serve):
+    costs = {}
+    for pollers in (1, 40):
+        app = make_app(timeout=10)
+        http = serve(app)
+        post(app, "general", {"n": 0})
+        last = ids_of(app)[-1]
+        waiting = [Background(poll, http.url, ["general"], last) for _ in range(pollers)]
+        wait_parked(app, pollers)
+        time.sleep(0.2)
+        before_reads, before_statements = app.dispatcher.reads, app.database.statements.value
+        with app.database.transaction() as tx:
+            sendone(tx, "general", "test", {"n": 1})
+        for w in waiting:
+            assert len(w.result()) == 1
+        costs[pollers] = (app.dispatcher.reads - before_reads,
+                          app.database.statements.value - before_statements)
+    # The post itself: its INSERT, COMMIT is not a statement, its NOTIFY. Then
+    # one shared read per process, however many pollers wake.
+    assert costs[1][0] == costs[40][0] == 1
+    assert costs[1][1] == costs[40][1]
+
+
+def test_odoo_mode_costs_one_query_per_woken_poller(make_app, serve):
+    """The contrast that the previous test is about."""
+    app = make_app(timeout=10, shared_reads=False, hold_back_gaps=False)
+    http = serve(app)
+    post(app, "general", {"n": 0})
+    last = ids_of(app)[-1]
+    waiting = [Background(poll, http.url, ["general"], last) for _ in range(20)]
+    wait_parked(app, 20)
+    before = app.database.statements.value
+    post(app, "general", {"n": 1})
+    for w in waiting:
+        assert len(w.result()) == 1
+    assert app.database.statements.value - before >= 20
+
+
+def test_garbage_collection_and_the_outdated_signal(make_app, serve):
+    app = make_app(timeout=1.0, retention=30, gc_interval=0.1)
+    http = serve(app)
+    for n in range(3):
+        post(app, "general", {"n": n})
+    old = ids_of(app)
+    with app.database.cursor() as cr:
+        cr.execute("UPDATE bus_bus SET create_date = create_date - interval '1 hour' WHERE id <= %s", (old[1],))
+    post(app, "general", {"n": 3})
+    app.dispatcher.start()
+    deadline = time.monotonic() + 5
+    while ids_of(app)[0] != old[2]:
+        assert time.monotonic() < deadline, "old rows were never collected"
+        time.sleep(0.05)
+    post(app, "general", {"n": 4})
+    newest = ids_of(app)[-1]
+    deadline = time.monotonic() + 5
+    while app.dispatcher.gc_floor < old[1] or app.dispatcher.position < newest:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    answer = poll(http.url, ["general"], old[0])
+    assert answer[0]["message"]["type"] == "bus/outdated"
+    assert answer[0]["id"] == old[1]
+    assert [n["message"]["payload"]["n"] for n in answer[1:]] == [2, 3, 4]
+    # A client that is up to date hears nothing about it.
+    current = poll(http.url, ["general"], old[2])
+    assert [n["message"]["payload"]["n"] for n in current] == [3, 4]

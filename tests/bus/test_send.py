@@ -1,0 +1,145 @@
+"""The send path: rows in the caller's transaction, NOTIFY only after COMMIT."""
+import json
+import select
+import time
+
+import psycopg2
+import pytest
+
+from bus import channel_with_db, sendmany, sendone
+from bus.channels import NOTIFY_PAYLOAD_LIMIT, split_notify_payloads
+from bus.database import Database
+from bus import schema
+
+
+@pytest.fixture
+def db(database_url):
+    database = Database(database_url)
+    schema.install(database)
+    yield database
+    database.close()
+
+
+@pytest.fixture
+def listener(database_url):
+    """A plain psycopg2 connection LISTENing on the bus channel."""
+    conn = psycopg2.connect(database_url)
+    conn.autocommit = True
+    conn.cursor().execute("LISTEN imbus")
+    yield conn
+    conn.close()
+
+
+def notifications(conn, wait: float) -> list[str]:
+    """Payloads received within ``wait`` seconds (stops early once some arrived
+    and the line went quiet)."""
+    deadline = time.monotonic() + wait
+    payloads = []
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return payloads
+        if select.select([conn], [], [], min(remaining, 0.2 if payloads else remaining)) == ([], [], []):
+            if payloads:
+                return payloads
+            continue
+        conn.poll()
+        payloads.extend(n.payload for n in conn.notifies)
+        conn.notifies.clear()
+
+
+def rows(db):
+    with db.cursor() as cr:
+        cr.execute("SELECT channel, message FROM bus_bus ORDER BY id")
+        return cr.fetchall()
+
+
+def test_channels_are_qualified_by_database_like_odoo():
+    assert channel_with_db("db", "general") == '["db","general"]'
+    assert channel_with_db("db", ("res.partner", 7)) == '["db","res.partner",7]'
+    for bad in (7, None, ("res.partner", "7"), ("res.partner", True), ("a", 1, 2)):
+        with pytest.raises(TypeError):
+            channel_with_db("db", bad)
+
+
+def test_rows_are_written_as_compact_json(db):
+    with db.transaction() as tx:
+        sendmany(tx, [("general", "chat/hello", {"text": "héllo"}), (("res.partner", 3), "ping", [1, 2])])
+    dbname = db.dbname
+    assert rows(db) == [
+        (f'["{dbname}","general"]', '{"type":"chat/hello","payload":{"text":"héllo"}}'),
+        (f'["{dbname}","res.partner",3]', '{"type":"ping","payload":[1,2]}'),
+    ]
+
+
+def test_create_date_is_utc(db):
+    with db.transaction() as tx:
+        sendone(tx, "general", "t", {})
+    with db.cursor() as cr:
+        cr.execute("SELECT extract(epoch FROM (now() AT TIME ZONE 'UTC') - create_date) FROM bus_bus")
+        assert abs(cr.fetchone()[0]) < 60
+
+
+def test_notify_waits_for_commit_and_names_the_channels(db, listener):
+    with db.transaction() as tx:
+        sendone(tx, "general", "t", {"n": 1})
+        sendone(tx, ("res.partner", 3), "t", {"n": 2})
+        sendone(tx, "general", "t", {"n": 3})
+        tx.on_precommit(lambda: None)
+        # Still inside the transaction: nothing announced yet.
+        assert notifications(listener, 0.3) == []
+    payloads = notifications(listener, 2)
+    assert len(payloads) == 1
+    dbname = db.dbname
+    assert json.loads(payloads[0]) == [[dbname, "general"], [dbname, "res.partner", 3]]
+
+
+def test_rows_are_visible_when_the_notify_arrives(db, listener, database_url):
+    reader = psycopg2.connect(database_url)
+    reader.autocommit = True
+    with db.transaction() as tx:
+        sendone(tx, "general", "t", {})
+    assert notifications(listener, 2)
+    with reader.cursor() as cr:
+        cr.execute("SELECT count(*) FROM bus_bus")
+        assert cr.fetchone()[0] == 1
+    reader.close()
+
+
+def test_rollback_writes_nothing_and_announces_nothing(db, listener):
+    with pytest.raises(RuntimeError):
+        with db.transaction() as tx:
+            sendone(tx, "general", "t", {})
+            raise RuntimeError("the caller's work failed")
+    assert rows(db) == []
+    assert notifications(listener, 0.5) == []
+
+
+def test_failure_in_a_later_precommit_hook_rolls_back_the_bus_rows(db, listener):
+    def fail():
+        raise RuntimeError("constraint checked at the end")
+
+    with pytest.raises(RuntimeError):
+        with db.transaction() as tx:
+            sendone(tx, "general", "t", {})
+            tx.on_precommit(fail)
+    assert rows(db) == []
+    assert notifications(listener, 0.5) == []
+
+
+def test_thousand_channels_are_announced_in_payloads_postgres_accepts(db, listener):
+    targets = [f"channel-with-a-longish-name-{i:04d}" for i in range(1000)]
+    with db.transaction() as tx:
+        sendmany(tx, [(t, "t", {}) for t in targets])
+    payloads = notifications(listener, 3)
+    assert len(payloads) > 1
+    assert all(len(p.encode()) < 8000 for p in payloads)
+    announced = [c[1] for p in payloads for c in json.loads(p)]
+    assert announced == targets
+
+
+def test_split_respects_the_byte_limit_with_multibyte_names():
+    channels = [json.dumps(["db", "é" * 50 + str(i)], ensure_ascii=False, separators=(",", ":")) for i in range(500)]
+    payloads = list(split_notify_payloads(channels))
+    assert all(len(p.encode("utf-8")) <= NOTIFY_PAYLOAD_LIMIT for p in payloads)
+    assert [c for p in payloads for c in json.loads(p)] == [json.loads(c) for c in channels]

@@ -18,7 +18,8 @@ import logging  # noqa: E402
 from .config import DEFAULT_TIMEOUT, database_url_from_env  # noqa: E402
 
 
-def main(argv: list[str] | None = None) -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line; deployment files are checked against it by the tests."""
     parser = argparse.ArgumentParser(prog="python -m bus", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     serve = commands.add_parser("serve", help="serve /longpolling/* over HTTP")
@@ -31,6 +32,11 @@ def main(argv: list[str] | None = None) -> None:
                        help="behave like Odoo 15 (no gap hold-back, one query per woken poller); for comparisons")
     schema_cmd = commands.add_parser("schema", help="create the bus tables and exit")
     schema_cmd.add_argument("--db-url", default=None, help="default: $DATABASE_URL")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
@@ -55,7 +61,9 @@ def main(argv: list[str] | None = None) -> None:
     app = create_app(db_url, **options)
     serve_fn = serve_gevent if args.server == "gevent" else serve_threaded
     try:
-        serve_fn(app, args.host, args.port)
+        # On SIGTERM the parked polls answer at once, before the server waits
+        # for the answers in flight; the pool is closed only after that.
+        serve_fn(app, args.host, args.port, on_shutdown=app.dispatcher.stop)
     except KeyboardInterrupt:
         pass
     finally:

@@ -105,6 +105,23 @@ class EmbeddedPostgres:
             raise RuntimeError("running as root needs setpriv (util-linux) to start PostgreSQL as another user")
         return prefix + argv
 
+    @staticmethod
+    def _environment() -> dict[str, str]:
+        """The server's environment, without libpq's PG* variables, which
+        describe the client's target and would mislead initdb and postgres."""
+        return {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+
+    def _check_reachable(self) -> None:
+        """Fail clearly when the unprivileged user cannot reach the folder."""
+        if self._run_as is None:
+            return
+        for parent in [self.datadir, *self.datadir.parents]:
+            if parent.exists() and not os.stat(parent).st_mode & 0o001 and os.stat(parent).st_uid != self._run_as.pw_uid:
+                raise RuntimeError(
+                    f"PostgreSQL runs as user {self._run_as.pw_name!r}, which cannot enter {parent} "
+                    f"(no execute permission for others): choose a data folder outside it, or run as a non-root user"
+                )
+
     def _own(self, path: Path) -> None:
         if self._run_as is not None:
             os.chown(path, self._run_as.pw_uid, self._run_as.pw_gid)
@@ -116,12 +133,13 @@ class EmbeddedPostgres:
         if self._tmp:
             os.chmod(self._tmp, 0o755)
         self.datadir.mkdir(parents=True, exist_ok=True)
+        self._check_reachable()
         os.chmod(self.datadir, 0o700)
         self._own(self.datadir)
         subprocess.run(
             self._command([str(self.bindir / "initdb"), "-D", str(self.datadir), "-U", "postgres",
                            "--auth=trust", "-E", "UTF8", "--no-locale", "--no-sync"]),
-            check=True, capture_output=True, cwd="/",
+            check=True, capture_output=True, cwd="/", env=self._environment(),
         )
 
     def start(self, timeout: float = 30.0) -> "EmbeddedPostgres":
@@ -143,7 +161,8 @@ class EmbeddedPostgres:
         for key, value in options.items():
             argv += ["-c", f"{key}={value}"]
         log = open(self.datadir / "server.log", "ab")
-        self.process = subprocess.Popen(self._command(argv), stdout=log, stderr=log, cwd="/")
+        self.process = subprocess.Popen(self._command(argv), stdout=log, stderr=log, cwd="/",
+                                        env=self._environment())
         log.close()
         self._wait_ready(timeout)
         return self

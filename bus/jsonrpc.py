@@ -95,11 +95,13 @@ def error_response(request_id: Any, error: RPCError) -> Response:
     return Response(_encode(body), status=error.http_status, mimetype="application/json")
 
 
-def read_call(request: Request, max_body: int) -> tuple[Any, dict]:
-    """The (id, params) of a JSON-RPC call, or an :class:`RPCError`."""
+def read_envelope(request: Request, max_body: int) -> dict:
+    """The decoded JSON-RPC object of a call, or an :class:`RPCError`."""
     if request.content_length is not None and request.content_length > max_body:
         raise PayloadTooLarge(f"request body over {max_body} bytes")
-    request.max_content_length = max_body
+    # One byte of slack: Werkzeug's limited stream silently truncates a
+    # chunked body at the limit, and the length check below must see it.
+    request.max_content_length = max_body + 1
     try:
         raw = request.get_data(cache=False)
     except RequestEntityTooLarge:
@@ -112,12 +114,16 @@ def read_call(request: Request, max_body: int) -> tuple[Any, dict]:
         raise ParseError("the request body is not valid JSON") from None
     if not isinstance(envelope, dict):
         raise InvalidRequest("a JSON-RPC request is a JSON object")
+    return envelope
+
+
+def read_params(envelope: dict) -> dict:
     params = envelope.get("params", {})
     if params is None:
-        params = {}
+        return {}
     if not isinstance(params, dict):
         raise InvalidParams("params must be an object of named parameters")
-    return envelope.get("id"), params
+    return params
 
 
 Handler = Callable[[Request, dict], Any]
@@ -127,8 +133,9 @@ def serve_call(handler: Handler, request: Request, max_body: int) -> Response:
     """Run one JSON-RPC handler and turn its outcome into an HTTP answer."""
     request_id = None
     try:
-        request_id, params = read_call(request, max_body)
-        return result_response(request_id, handler(request, params))
+        envelope = read_envelope(request, max_body)
+        request_id = envelope.get("id")
+        return result_response(request_id, handler(request, read_params(envelope)))
     except RPCError as error:
         return error_response(request_id, error)
     except DatabaseUnavailable as exc:

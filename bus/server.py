@@ -3,18 +3,34 @@
 ``gevent`` is the production choice (thousands of parked polls in one
 process); ``threaded`` is Werkzeug's development server (one thread per
 parked poll). Under gunicorn use ``gunicorn -k gevent 'bus.app:create_app()'``.
+
+Both servers stop cleanly on SIGTERM (what ``docker stop`` and process
+managers send): they stop accepting, call ``on_shutdown`` so the application
+can answer its parked polls at once, and give the answers in flight
+``grace`` seconds to go out. Without that a parked poll would hold the
+process for a whole poll timeout, or be cut off without an answer.
 """
 from __future__ import annotations
 
 import logging
+import signal
 import socket
-from typing import Callable
+import threading
+from typing import Callable, Iterable, Iterator, Optional
 
 _logger = logging.getLogger(__name__)
 
+#: Seconds a shutdown waits for the answers in flight before it drops them.
+GRACE = 3.0
+#: Seconds gevent's server then gives its remaining (idle) connections.
+_IDLE_CLOSE = 0.2
 
-def serve_gevent(app: Callable, host: str, port: int) -> None:
+
+def serve_gevent(app: Callable, host: str, port: int, *, on_shutdown: Optional[Callable[[], None]] = None,
+                 grace: float = GRACE) -> None:
     """Serve with gevent's pywsgi; the process must be monkey-patched first."""
+    import gevent
+    from gevent.pool import Pool
     from gevent.pywsgi import WSGIServer
 
     listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -24,15 +40,85 @@ def serve_gevent(app: Callable, host: str, port: int) -> None:
     listener.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     listener.bind((host, port))
     listener.listen(4096)
-    server = WSGIServer(listener, app, log=None, error_log=_logger)
+    tracked = _InFlight(app)
+    # A pool rather than bare greenlets, so that stopping can end the
+    # connections still open once the answers in flight are out.
+    server = WSGIServer(listener, tracked, spawn=Pool(), log=None, error_log=_logger)
+
+    def shut_down() -> None:
+        _logger.info("SIGTERM: shutting down")
+        server.stop_accepting()
+        if on_shutdown is not None:
+            on_shutdown()
+        tracked.wait_idle(grace)
+        server.close()
+
+    gevent.signal_handler(signal.SIGTERM, gevent.spawn, shut_down)
     _logger.info("serving on http://%s:%d (gevent)", host, listener.getsockname()[1])
-    server.serve_forever()
+    # What is left once every answer is out are idle keep-alive connections
+    # (a browser keeps one open): they are closed after this short wait.
+    server.serve_forever(stop_timeout=_IDLE_CLOSE)
 
 
-def serve_threaded(app: Callable, host: str, port: int) -> None:
+def serve_threaded(app: Callable, host: str, port: int, *, on_shutdown: Optional[Callable[[], None]] = None,
+                   grace: float = GRACE) -> None:
     """Serve with Werkzeug's threaded development server."""
     from werkzeug.serving import make_server
 
-    server = make_server(host, port, app, threaded=True)
+    tracked = _InFlight(app)
+    server = make_server(host, port, tracked, threaded=True)
+
+    def shut_down() -> None:
+        _logger.info("SIGTERM: shutting down")
+        if on_shutdown is not None:
+            on_shutdown()
+        server.shutdown()
+
+    # shutdown() waits for serve_forever() to return, so it cannot run in the
+    # main thread, where the signal handler runs. Python only lets the main
+    # thread install handlers; a server run from another thread is stopped
+    # by whoever started it.
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, lambda signum, frame: threading.Thread(target=shut_down, daemon=True).start())
     _logger.info("serving on http://%s:%d (threaded)", host, server.server_port)
-    server.serve_forever()
+    try:
+        server.serve_forever()
+        tracked.wait_idle(grace)
+    finally:
+        server.server_close()
+
+
+class _InFlight:
+    """WSGI middleware counting the answers not yet fully written.
+
+    A shutdown waits for these, not for the server's connections: an idle
+    keep-alive connection must not hold it, and Werkzeug's request threads
+    are daemons, so the process would otherwise exit under an answer that is
+    still being sent.
+    """
+
+    def __init__(self, app: Callable) -> None:
+        self.app = app
+        self._count = 0
+        self._idle = threading.Condition()
+
+    def __call__(self, environ: dict, start_response: Callable) -> Iterator[bytes]:
+        with self._idle:
+            self._count += 1
+        try:
+            body: Iterable[bytes] = self.app(environ, start_response)
+            try:
+                yield from body
+            finally:
+                close = getattr(body, "close", None)
+                if close is not None:
+                    close()
+        finally:
+            with self._idle:
+                self._count -= 1
+                self._idle.notify_all()
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Wait until no answer is in flight; False if ``timeout`` ran out."""
+        with self._idle:
+            return self._idle.wait_for(lambda: self._count == 0, timeout)

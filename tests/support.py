@@ -94,3 +94,56 @@ def result(response: requests.Response) -> Any:
 
 def poll(url: str, channels: list, last: int, **options) -> list[dict]:
     return result(rpc(url, "/longpolling/poll", {"channels": channels, "last": last, "options": options}))
+
+
+def wait_for(predicate, timeout: float, what: str) -> None:
+    """Wait until ``predicate()`` is true; fail the test saying ``what`` did not happen."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"{what} did not happen within {timeout}s"
+        time.sleep(0.02)
+
+
+class ParkedPoll:
+    """A long-poll left waiting in the background, the way a browser tab
+    keeps one open (a thread, or a greenlet when the suite runs under gevent)."""
+
+    def __init__(self, url: str, channels: list, last: int, **options) -> None:
+        self._answer: Optional[list] = None
+        self._error: Optional[BaseException] = None
+        self.done = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(url, channels, last, options), daemon=True)
+        self._thread.start()
+
+    def _run(self, url: str, channels: list, last: int, options: dict) -> None:
+        try:
+            self._answer = poll(url, channels, last, **options)
+        except BaseException as exc:  # handed to the test by result()
+            self._error = exc
+        finally:
+            self.done.set()
+
+    def result(self, timeout: float) -> list[dict]:
+        """The poll's answer, failing the test if it takes over ``timeout`` seconds."""
+        assert self.done.wait(timeout), f"the parked poll did not answer within {timeout}s"
+        if self._error is not None:
+            raise self._error
+        return self._answer
+
+
+def listener_pids(database_url: str) -> list[int]:
+    """Backends LISTENing for the bus on this database (one per serving
+    process). Asked through the maintenance database, so it also works while
+    the database itself refuses connections."""
+    dbname = psycopg2.extensions.parse_dsn(database_url)["dbname"]
+    conn = psycopg2.connect(admin_url(database_url))
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cr:
+            cr.execute("SELECT pid FROM pg_stat_activity WHERE datname = %s AND query = 'LISTEN imbus' ORDER BY pid",
+                       (dbname,))
+            return [pid for pid, in cr.fetchall()]
+    finally:
+        conn.close()

@@ -1,0 +1,144 @@
+"""Bad requests get a clear JSON-RPC error or HTTP status, and the server
+goes on serving: every case is followed by a normal poll on the same server."""
+import json
+
+import pytest
+import requests
+
+from bus import sendone
+from tests.support import poll
+
+POLL = "/longpolling/poll"
+MAX_BODY = 1024 * 1024
+
+
+def envelope(params):
+    return {"jsonrpc": "2.0", "method": "call", "params": params, "id": 7}
+
+
+def send_raw(url, body, **headers):
+    return requests.post(url + POLL, data=body, headers={"Content-Type": "application/json", **headers}, timeout=10)
+
+
+def assert_error(response, http_status, code):
+    assert response.status_code == http_status, response.text
+    assert "Traceback" not in response.text
+    error = response.json()["error"]
+    assert error["code"] == code, error
+    assert error["message"]
+
+
+@pytest.fixture
+def still_serving(app, http):
+    """Checks, after the test, that a good poll is still answered correctly
+    by the same server."""
+    yield
+    assert_serving(app, http)
+
+
+def assert_serving(app, http):
+    with app.database.transaction() as tx:
+        sendone(tx, "room", "test", "still here")
+    entries = poll(http.url, ["room"], 0)
+    assert payloads(entries)[-1:] == ["still here"]
+
+
+def payloads(entries):
+    return [e["message"]["payload"] for e in entries]
+
+
+MALFORMED = [b"{", b"not json", b'{"jsonrpc": "2.0", "params": {', b"\xff\xfe\x00", b""]
+NOT_AN_OBJECT = [[], [envelope({})], "call", 42, None]
+BAD_PARAMS = [
+    [],
+    "channels",
+    7,
+    {"channels": "room", "last": 0},
+    {"channels": {"room": True}, "last": 0},
+    {"channels": ["mail.channel", 5], "last": 0},
+    {"channels": [5], "last": 0},
+    {"channels": [["mail.channel", 5]], "last": 0},
+    {"channels": [None], "last": 0},
+    {"channels": ["room"], "last": "12"},
+    {"channels": ["room"], "last": True},
+    {"channels": ["room"], "last": -1},
+    {"channels": ["room"], "last": 1.5},
+    {"channels": ["room"], "last": 0, "options": []},
+    {"channels": ["room"], "last": 0, "options": "peek"},
+]
+
+
+def test_malformed_json_is_a_parse_error(app, http):
+    for body in MALFORMED:
+        assert_error(send_raw(http.url, body), 400, -32700)
+        assert_serving(app, http)
+
+
+def test_a_body_that_is_not_an_object_is_an_invalid_request(app, http):
+    for body in NOT_AN_OBJECT:
+        assert_error(send_raw(http.url, json.dumps(body)), 400, -32600)
+        assert_serving(app, http)
+
+
+def test_bad_params_are_invalid_params(app, http):
+    for params in BAD_PARAMS:
+        response = send_raw(http.url, json.dumps(envelope(params)))
+        assert response.status_code == 400, (params, response.text)
+        assert_error(response, 400, -32602)
+        assert_serving(app, http)
+
+
+def test_invalid_params_answer_carries_the_request_id(http):
+    """JSON-RPC 2.0: only when the id cannot be read is the error's id null."""
+    for params in ([], "channels", {"channels": 5}):
+        response = send_raw(http.url, json.dumps(envelope(params)))
+        assert_error(response, 400, -32602)
+        assert response.json()["id"] == 7, params
+
+
+def test_a_body_over_the_limit_with_content_length_is_refused(http, still_serving):
+    body = json.dumps(envelope({"channels": ["x" * (MAX_BODY + 10)], "last": 0}))
+    response = send_raw(http.url, body)
+    assert response.status_code == 413, response.text
+    assert "Traceback" not in response.text
+    assert response.json()["error"]["code"] == 413
+
+
+def test_a_chunked_body_over_the_limit_is_refused(http, still_serving):
+    def chunks():
+        yield b'{"jsonrpc": "2.0", "method": "call", "params": {"channels": ["'
+        for _ in range(MAX_BODY // 65536 + 2):
+            yield b"x" * 65536
+        yield b'"], "last": 0}, "id": 1}'
+
+    response = send_raw(http.url, chunks())
+    assert response.request.headers.get("Transfer-Encoding") == "chunked"
+    assert "Content-Length" not in response.request.headers
+    assert response.status_code == 413, response.text
+    assert "Traceback" not in response.text
+    assert response.json()["error"]["code"] == 413
+
+
+def test_a_chunked_body_under_the_limit_is_served(app, http):
+    with app.database.transaction() as tx:
+        sendone(tx, "room", "test", "chunked")
+
+    def chunks():
+        yield json.dumps(envelope({"channels": ["room"], "last": 0})).encode()
+
+    response = send_raw(http.url, chunks())
+    assert response.request.headers.get("Transfer-Encoding") == "chunked"
+    assert payloads(response.json()["result"]) == ["chunked"]
+
+
+def test_get_on_the_poll_route_is_method_not_allowed(http, still_serving):
+    response = requests.get(http.url + POLL, timeout=10)
+    assert response.status_code == 405
+    assert "Traceback" not in response.text
+
+
+def test_an_unknown_path_is_not_found(http, still_serving):
+    for path in ("/nowhere", "/longpolling/pol", "/longpolling/poll/extra", "/mail/nothing"):
+        response = requests.post(http.url + path, data=json.dumps(envelope({})), timeout=10)
+        assert response.status_code == 404, path
+        assert "Traceback" not in response.text

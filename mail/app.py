@@ -1,0 +1,99 @@
+"""The chat application: the bus plus Discuss's routes, sessions and
+per-caller subscriptions.
+
+    from mail.app import create_app
+    app = create_app("postgresql://127.0.0.1/chat", secret_key="...")
+"""
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import psycopg2
+from werkzeug.wrappers import Request
+
+from bus.app import BusApp
+from bus.channels import BROADCAST, Target
+from bus.config import Settings, database_url_from_env
+from bus.jsonrpc import InvalidParams, param, serve_call
+
+from . import channels, controllers, presence, schema
+from .message_body import DEFAULT_MAX_BODY_BYTES
+from .sessions import SessionCodec, load_secret
+
+_logger = logging.getLogger(__name__)
+
+STATIC_DIR = Path(__file__).parent / "static"
+
+
+class MailApp(BusApp):
+    """A WSGI callable serving the bus and the chat.
+
+    ``clock`` returns the current naive UTC datetime; presence is computed
+    with it, so tests can move time without sleeping.
+    """
+
+    def __init__(self, settings: Settings, *, secret_key: Optional[str] = None,
+                 max_message_body: int = DEFAULT_MAX_BODY_BYTES, clock: Optional[presence.Clock] = None,
+                 static_dir: Optional[Path] = None) -> None:
+        self.clock = clock or presence.utc_now
+        self.max_message_body = max_message_body
+        self.static_dir = Path(static_dir) if static_dir else STATIC_DIR
+        super().__init__(settings)
+        self.sessions = SessionCodec(load_secret(self.database, secret_key))
+        controllers.register(self)
+
+    def install_schema(self) -> None:
+        super().install_schema()
+        schema.install(self.database)
+
+    def json_route(self, path: str) -> Callable:
+        """Like the bus's, plus the session cookie a handler asked to set or clear."""
+        def decorator(handler: Callable[[Request, dict], Any]) -> Callable:
+            max_body = self.settings.max_body
+
+            def view(request: Request):
+                return self.sessions.apply(request, serve_call(handler, request, max_body))
+
+            self.http_route(path, methods=("POST",))(view)
+            return handler
+        return decorator
+
+    def subscriptions(self, request: Request, names: list[str], options: dict) -> list[Target]:
+        """Derived from the database on every poll, never trusted from the
+        client: the caller's own partner channel and the channels it belongs
+        to, plus any named uuid of a *public* channel. A poll also refreshes
+        the caller's presence."""
+        inactivity = param(options, "bus_inactivity", (int, float), 0)
+        if not math.isfinite(inactivity) or inactivity < 0:
+            raise InvalidParams("'bus_inactivity' is a number of milliseconds")
+        # A name with a NUL character cannot be a uuid (nor be sent to PostgreSQL).
+        names = [name for name in names if "\x00" not in name]
+        partner_id, channel_ids, public_uuids = channels.poll_targets(self.database, self.sessions.uid(request), names)
+        targets: list[Target] = [BROADCAST, *public_uuids]
+        if partner_id is None:
+            return targets
+        targets.append(("res.partner", partner_id))
+        targets.extend(("mail.channel", channel_id) for channel_id in channel_ids)
+        try:
+            presence.update(self.database, partner_id, inactivity, self.clock())
+        except (psycopg2.extensions.TransactionRollbackError, psycopg2.IntegrityError):
+            # Presence is best effort: a poll must not fail because another
+            # request touched the same row or removed the partner meanwhile.
+            _logger.info("presence of partner %s not updated", partner_id, exc_info=True)
+        return targets
+
+
+def create_app(database_url: Optional[str] = None, *, secret_key: Optional[str] = None,
+               max_message_body: int = DEFAULT_MAX_BODY_BYTES, clock: Optional[presence.Clock] = None,
+               static_dir: Optional[Path] = None, **settings: Any) -> MailApp:
+    """Build the chat application; ``database_url`` defaults to ``$DATABASE_URL``.
+    Other keywords are :class:`bus.config.Settings` fields."""
+    if database_url is None:
+        database_url = database_url_from_env()
+    if database_url is None:
+        raise RuntimeError("no database configured: pass database_url or set DATABASE_URL")
+    return MailApp(Settings(database_url=database_url, **settings), secret_key=secret_key,
+                   max_message_body=max_message_body, clock=clock, static_dir=static_dir)

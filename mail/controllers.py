@@ -1,0 +1,253 @@
+"""The chat's HTTP routes: check the caller and the parameters, then hand
+over to the models. No SQL here."""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Callable, Optional
+
+from werkzeug.utils import send_from_directory
+from werkzeug.wrappers import Request, Response
+
+from bus.database import Transaction
+from bus.jsonrpc import AccessDenied, InvalidParams, SessionExpired, param
+
+from . import channels, messages, presence, users
+from .users import User
+
+if TYPE_CHECKING:
+    from .app import MailApp
+
+MAX_PARTNER_SEARCH = 50
+MAX_IDS = 1000
+
+
+def text(params: dict, name: str, default: Any = ..., *, required: bool = False) -> Any:
+    """A string parameter. PostgreSQL text cannot hold NUL characters, so
+    they are refused here with a clear error instead of failing in the
+    database."""
+    value = param(params, name, str, default, required=required)
+    if isinstance(value, str) and "\x00" in value:
+        raise InvalidParams(f"parameter {name!r} contains a NUL character")
+    return value
+
+
+def int_list(params: dict, name: str, default: Optional[list] = None) -> list[int]:
+    """A parameter that must be a list of integers (JSON booleans refused)."""
+    value = param(params, name, list, default if default is not None else ...)
+    if len(value) > MAX_IDS or not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+        raise InvalidParams(f"parameter {name!r} must be a list of at most {MAX_IDS} integers")
+    return value
+
+
+def register(app: "MailApp") -> None:
+    database = app.database
+
+    def user_route(path: str) -> Callable:
+        """A JSON-RPC route for logged-in callers only.
+
+        The cookie is checked before the parameters, as Odoo's ``auth="user"``
+        does: an anonymous caller learns nothing but "log in", and the client
+        reacts to that error (code 100) by showing the login screen.
+        """
+        def decorator(handler: Callable[[Request, dict, int], Any]) -> Callable:
+            def checked(request: Request, params: dict) -> Any:
+                uid = app.sessions.uid(request)
+                if uid is None:
+                    raise SessionExpired("session expired: log in again")
+                return handler(request, params, uid)
+
+            app.json_route(path)(checked)
+            return handler
+        return decorator
+
+    def current_user(tx: Transaction, uid: int) -> User:
+        """The user behind a valid cookie, unless it was deleted since."""
+        user = users.get_user(tx, uid)
+        if user is None:
+            raise SessionExpired("session expired: log in again")
+        return user
+
+    # -- session ---------------------------------------------------------------
+
+    @app.json_route("/web/session/authenticate")
+    def authenticate(request: Request, params: dict) -> Any:
+        login = text(params, "login", required=True)
+        password = text(params, "password", required=True)
+        db = text(params, "db", "")
+        if db and db != database.dbname:
+            raise AccessDenied("wrong login, password or database")
+        with database.transaction() as tx:
+            user = users.authenticate(tx, login, password)
+        if user is None:
+            raise AccessDenied("wrong login, password or database")
+        app.sessions.remember(request, user.id)
+        return {**user.info(), "db": database.dbname}
+
+    @app.json_route("/web/session/get_session_info")
+    def get_session_info(request: Request, params: dict) -> Any:
+        uid = app.sessions.uid(request)
+        with database.transaction() as tx:
+            user = users.get_user(tx, uid) if uid is not None else None
+        if user is None:
+            return {"uid": False, "name": False, "username": False, "partner_id": False, "db": database.dbname}
+        return {**user.info(), "db": database.dbname}
+
+    @app.json_route("/web/session/destroy")
+    def destroy(request: Request, params: dict) -> Any:
+        uid = app.sessions.uid(request)
+        with database.transaction() as tx:
+            user = users.get_user(tx, uid) if uid is not None else None
+            if user is not None:
+                presence.disconnect(tx, user.partner_id)
+        app.sessions.forget(request)
+        return None
+
+    # -- messaging ---------------------------------------------------------------
+
+    @user_route("/mail/init_messaging")
+    def init_messaging(request: Request, params: dict, uid: int) -> Any:
+        now = app.clock()
+        with database.transaction() as tx:
+            user = current_user(tx, uid)
+            channel_ids = channels.partner_channel_ids(tx, user.partner_id)
+            return {
+                "current_partner": {"id": user.partner_id, "name": user.name},
+                "current_user_id": user.id,
+                "channels": channels.channel_infos(tx, channel_ids, user.partner_id, now),
+            }
+
+    @user_route("/mail/message/post")
+    def message_post(request: Request, params: dict, uid: int) -> Any:
+        thread_model = text(params, "thread_model", required=True)
+        thread_id = param(params, "thread_id", int, required=True)
+        post_data = param(params, "post_data", dict, required=True)
+        if thread_model != "mail.channel":
+            raise InvalidParams("only mail.channel threads can be posted on")
+        body = text(post_data, "body", required=True)
+        message_type = text(post_data, "message_type", "comment")
+        subtype_xmlid = text(post_data, "subtype_xmlid", messages.DEFAULT_SUBTYPE)
+        partner_ids = int_list(post_data, "partner_ids", [])
+        if int_list(post_data, "attachment_ids", []):
+            raise InvalidParams("this server does not store attachments")
+        parent_id = param(post_data, "parent_id", int, None)
+        with database.transaction() as tx:
+            user = current_user(tx, uid)
+            channel = channels.member_channel(tx, thread_id, user.partner_id)
+            return messages.message_post(
+                tx, channel, user.partner_id, body,
+                message_type=message_type, subtype_xmlid=subtype_xmlid,
+                partner_ids=partner_ids, parent_id=parent_id, max_body_bytes=app.max_message_body,
+            )
+
+    @user_route("/mail/channel/messages")
+    def channel_messages(request: Request, params: dict, uid: int) -> Any:
+        channel_id = param(params, "channel_id", int, required=True)
+        max_id = param(params, "max_id", int, None)
+        min_id = param(params, "min_id", int, None)
+        limit = param(params, "limit", int, 30)
+        if limit < 1:
+            raise InvalidParams("'limit' must be positive")
+        with database.transaction() as tx:
+            user = current_user(tx, uid)
+            channel = channels.member_channel(tx, channel_id, user.partner_id)
+            return messages.channel_messages(tx, channel, max_id=max_id, min_id=min_id, limit=limit)
+
+    @user_route("/mail/channel/set_last_seen_message")
+    def set_last_seen_message(request: Request, params: dict, uid: int) -> Any:
+        channel_id = param(params, "channel_id", int, required=True)
+        last_message_id = param(params, "last_message_id", int, required=True)
+        with database.transaction() as tx:
+            user = current_user(tx, uid)
+            channel = channels.member_channel(tx, channel_id, user.partner_id)
+            return channels.set_last_seen(tx, channel, user.partner_id, last_message_id)
+
+    @user_route("/mail/channel/notify_typing")
+    def notify_typing(request: Request, params: dict, uid: int) -> Any:
+        channel_id = param(params, "channel_id", int, required=True)
+        is_typing = param(params, "is_typing", bool, required=True)
+        with database.transaction() as tx:
+            user = current_user(tx, uid)
+            channel = channels.member_channel(tx, channel_id, user.partner_id)
+            channels.notify_typing(tx, channel, user.partner_id, user.name, is_typing)
+        return True
+
+    # -- channels -------------------------------------------------------------------
+
+    @user_route("/mail/channel/create")
+    def create_channel(request: Request, params: dict, uid: int) -> Any:
+        name = text(params, "name", required=True)
+        privacy = text(params, "privacy", "public")
+        description = text(params, "description", None)
+        now = app.clock()
+        with database.transaction() as tx:
+            user = current_user(tx, uid)
+            channel_id = channels.create_channel(tx, user.partner_id, name, privacy, description)
+            return channels.channel_infos(tx, [channel_id], user.partner_id, now)[0]
+
+    @user_route("/mail/channel/join")
+    def join(request: Request, params: dict, uid: int) -> Any:
+        channel_id = param(params, "channel_id", int, required=True)
+        now = app.clock()
+        with database.transaction() as tx:
+            user = current_user(tx, uid)
+            return channels.join(tx, channel_id, user.partner_id, now)
+
+    @user_route("/mail/channel/add_members")
+    def add_members(request: Request, params: dict, uid: int) -> Any:
+        channel_id = param(params, "channel_id", int, required=True)
+        partner_ids = int_list(params, "partner_ids")
+        now = app.clock()
+        with database.transaction() as tx:
+            user = current_user(tx, uid)
+            return channels.add_members(tx, channel_id, user.partner_id, partner_ids, now)
+
+    @user_route("/mail/channel/get_or_create_chat")
+    def get_or_create_chat(request: Request, params: dict, uid: int) -> Any:
+        partner_ids = int_list(params, "partner_ids")
+        now = app.clock()
+        with database.transaction() as tx:
+            user = current_user(tx, uid)
+            others = set(partner_ids) - {user.partner_id}
+            if len(others) > 1:
+                raise InvalidParams("a chat is between two people: give one partner id")
+            other = others.pop() if others else user.partner_id
+            return channels.get_or_create_chat(tx, user.partner_id, other, now)
+
+    @user_route("/mail/channel/search_public")
+    def search_public(request: Request, params: dict, uid: int) -> Any:
+        now = app.clock()
+        with database.transaction() as tx:
+            user = current_user(tx, uid)
+            return channels.search_public(tx, user.partner_id, now)
+
+    @user_route("/mail/partner/search")
+    def partner_search(request: Request, params: dict, uid: int) -> Any:
+        term = text(params, "term", "")
+        limit = min(max(param(params, "limit", int, 20), 1), MAX_PARTNER_SEARCH)
+        now = app.clock()
+        with database.transaction() as tx:
+            current_user(tx, uid)
+            found = users.search_partners(tx, term.strip(), limit)
+            status = presence.statuses(tx, [pid for pid, _ in found], now)
+        return [{"id": pid, "name": name, "im_status": status[pid]} for pid, name in found]
+
+    @user_route("/longpolling/im_status")
+    def im_status(request: Request, params: dict, uid: int) -> Any:
+        partner_ids = int_list(params, "partner_ids")
+        now = app.clock()
+        with database.transaction() as tx:
+            current_user(tx, uid)
+            known = users.existing_partner_ids(tx, partner_ids)
+            status = presence.statuses(tx, sorted(known), now)
+        return [{"id": pid, "im_status": value} for pid, value in status.items()]
+
+    # -- the web page ----------------------------------------------------------------
+
+    @app.http_route("/")
+    def index(request: Request) -> Response:
+        return send_from_directory(app.static_dir, "index.html", request.environ, max_age=0)
+
+    @app.http_route("/static/<path:filename>")
+    def static(request: Request) -> Response:
+        # send_from_directory refuses paths that leave the folder (404).
+        filename = request.path[len("/static/"):]
+        return send_from_directory(app.static_dir, filename, request.environ, max_age=0)

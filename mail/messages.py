@@ -1,0 +1,166 @@
+"""Posting and reading messages: the post path of the chat.
+
+``message_post`` writes the message and, through ``_notify_thread``, queues
+its bus notifications in the *same* transaction: the bus rows are inserted
+by a pre-commit hook and NOTIFY runs after COMMIT, so a listener never hears
+about a message that is not there, and a rolled-back post announces nothing.
+"""
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Optional
+
+from bus.database import Transaction
+from bus.jsonrpc import InvalidParams
+from bus.models import sendmany
+
+from . import users
+from .channels import Channel, format_datetime
+from .message_body import DEFAULT_MAX_BODY_BYTES, preview, sanitize_body
+
+NEW_MESSAGE_TYPE = "mail.channel/new_message"
+LAST_INTEREST_TYPE = "mail.channel/last_interest_dt_changed"
+
+#: What a user may post. Notifications and emails are written by the server.
+POSTABLE_TYPES = ("comment",)
+DEFAULT_SUBTYPE = "mail.mt_comment"
+MAX_FETCH = 100
+
+
+def message_post(
+    tx: Transaction,
+    channel: Channel,
+    author_id: int,
+    body: str,
+    *,
+    message_type: str = "comment",
+    subtype_xmlid: str = DEFAULT_SUBTYPE,
+    partner_ids: Optional[list[int]] = None,
+    parent_id: Optional[int] = None,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+) -> dict:
+    """Post on a channel the author belongs to; return the formatted message.
+
+    Everything is validated before the first write, so a refused post leaves
+    no trace.
+    """
+    clean = sanitize_body(body, max_body_bytes)
+    if message_type not in POSTABLE_TYPES:
+        raise InvalidParams(f"message_type must be one of {list(POSTABLE_TYPES)}")
+    subtype = tx.execute("SELECT id FROM mail_message_subtype WHERE xmlid = %s", (subtype_xmlid,)).fetchone()
+    if subtype is None:
+        raise InvalidParams(f"unknown subtype {subtype_xmlid!r}")
+    recipients = sorted(set(partner_ids or []))
+    unknown = set(recipients) - users.existing_partner_ids(tx, recipients)
+    if unknown:
+        raise InvalidParams(f"unknown partners: {sorted(unknown)}")
+    if parent_id is not None and tx.execute(
+        "SELECT 1 FROM mail_message WHERE id = %s AND model = 'mail.channel' AND res_id = %s", (parent_id, channel.id)
+    ).fetchone() is None:
+        raise InvalidParams("parent_id is not a message of this channel")
+    message_id, date = tx.execute(
+        "INSERT INTO mail_message (model, res_id, body, author_id, message_type, subtype_id, partner_ids, parent_id)"
+        " VALUES ('mail.channel', %s, %s, %s, %s, %s, %s, %s) RETURNING id, date",
+        (channel.id, clean, author_id, message_type, subtype[0], recipients, parent_id),
+    ).fetchone()
+    member_ids = _mark_interest(tx, channel, author_id, message_id, date)
+    formatted = message_format(tx, [message_id])[0]
+    _notify_thread(tx, channel, formatted, member_ids, format_datetime(date))
+    return formatted
+
+
+def _mark_interest(tx: Transaction, channel: Channel, author_id: int, message_id: int,
+                   date: datetime) -> list[int]:
+    """The author has seen their own message; in chats and groups every member
+    gets the conversation pinned and moved up. Returns those members (for a
+    public channel, only the author, so a post does not rewrite a row per
+    member of a big channel)."""
+    only_author = "" if channel.channel_type in ("chat", "group") else " AND partner_id = %(author)s"
+    rows = tx.execute(
+        "UPDATE mail_channel_partner SET last_interest_dt = %(date)s, is_pinned = true,"
+        " seen_message_id = CASE WHEN partner_id = %(author)s"
+        "  THEN GREATEST(seen_message_id, %(mid)s) ELSE seen_message_id END,"
+        " fetched_message_id = CASE WHEN partner_id = %(author)s"
+        "  THEN GREATEST(fetched_message_id, %(mid)s) ELSE fetched_message_id END"
+        " WHERE channel_id = %(cid)s" + only_author + " RETURNING partner_id",
+        {"date": date, "author": author_id, "mid": message_id, "cid": channel.id},
+    ).fetchall()
+    return sorted(row[0] for row in rows)
+
+
+def _notify_thread(tx: Transaction, channel: Channel, message: dict, member_ids: list[int],
+                   last_interest_dt: str) -> None:
+    """Queue who hears about a new message: the channel's members, listeners of
+    a public channel's uuid, and, for chats and groups, each member's own
+    channel (their conversation list reorders on it)."""
+    payload = {"id": channel.id, "message": message}
+    notifications = [(("mail.channel", channel.id), NEW_MESSAGE_TYPE, payload)]
+    if channel.is_public_channel:
+        notifications.append((channel.uuid, NEW_MESSAGE_TYPE, payload))
+    if channel.channel_type in ("chat", "group"):
+        interest = {"id": channel.id, "last_interest_dt": last_interest_dt}
+        notifications.extend((("res.partner", pid), LAST_INTEREST_TYPE, interest) for pid in member_ids)
+    sendmany(tx, notifications)
+
+
+def message_format(tx: Transaction, message_ids: list[int]) -> list[dict]:
+    """Messages as the web client reads them (Odoo 15's ``message_format``
+    shapes: many2one fields as ``[id, name]`` or ``false``), newest first."""
+    rows = tx.execute(
+        "SELECT m.id, m.body, m.date, m.author_id, a.name, m.model, m.res_id, m.message_type,"
+        " m.subtype_id, s.name, s.xmlid, c.name, m.parent_id, pa.name, pm.body,"
+        " (SELECT COALESCE(json_agg(json_build_object('id', r.id, 'name', r.name) ORDER BY r.id), '[]')"
+        "  FROM res_partner r WHERE r.id = ANY(m.partner_ids))"
+        " FROM mail_message m"
+        " LEFT JOIN res_partner a ON a.id = m.author_id"
+        " LEFT JOIN mail_message_subtype s ON s.id = m.subtype_id"
+        " LEFT JOIN mail_channel c ON m.model = 'mail.channel' AND c.id = m.res_id"
+        " LEFT JOIN mail_message pm ON pm.id = m.parent_id"
+        " LEFT JOIN res_partner pa ON pa.id = pm.author_id"
+        " WHERE m.id = ANY(%s) ORDER BY m.id DESC",
+        (list(message_ids),),
+    ).fetchall()
+    formatted = []
+    for (mid, body, date, author_id, author_name, model, res_id, message_type, subtype_id, subtype_name,
+         subtype_xmlid, record_name, parent_id, parent_author, parent_body, recipients) in rows:
+        parent = False
+        if parent_id is not None:
+            parent_text = preview(parent_body or "")
+            parent = [parent_id, f"{parent_author}: {parent_text}" if parent_author else parent_text]
+        formatted.append({
+            "id": mid,
+            "body": body,
+            "date": format_datetime(date),
+            "author_id": [author_id, author_name] if author_id is not None else False,
+            "email_from": False,
+            "message_type": message_type,
+            "subtype_id": [subtype_id, subtype_name] if subtype_id is not None else False,
+            "subject": False,
+            "model": model,
+            "res_id": res_id,
+            "record_name": record_name or False,
+            "partner_ids": [r["id"] for r in recipients],
+            "recipients": recipients,
+            "attachment_ids": [],
+            "parent_id": parent,
+            "is_discussion": subtype_xmlid == "mail.mt_comment",
+            "is_note": subtype_xmlid == "mail.mt_note",
+        })
+    return formatted
+
+
+def channel_messages(tx: Transaction, channel: Channel, *, max_id: Optional[int] = None,
+                     min_id: Optional[int] = None, limit: int = 30) -> list[dict]:
+    """A page of a channel's history, newest first: ``max_id`` pages back,
+    ``min_id`` fetches what came after a known message."""
+    limit = max(1, min(limit, MAX_FETCH))
+    query = "SELECT id FROM mail_message WHERE model = 'mail.channel' AND res_id = %s"
+    params: list = [channel.id]
+    if max_id is not None:
+        query += " AND id < %s"
+        params.append(max_id)
+    if min_id is not None:
+        query += " AND id > %s"
+        params.append(min_id)
+    ids = [row[0] for row in tx.execute(query + " ORDER BY id DESC LIMIT %s", (*params, limit)).fetchall()]
+    return message_format(tx, ids) if ids else []

@@ -1,0 +1,88 @@
+"""The chat tables, created idempotently next to the bus tables.
+
+Names follow Odoo's (``res_partner``, ``mail_channel``...) so that anyone
+who knows Odoo's Discuss finds their way, but only the columns the chat uses
+exist.
+"""
+from __future__ import annotations
+
+from bus.database import Database
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS imbus_config (
+    key text PRIMARY KEY,
+    value text NOT NULL
+);
+CREATE TABLE IF NOT EXISTS res_partner (
+    id serial PRIMARY KEY,
+    name text NOT NULL,
+    create_date timestamp without time zone NOT NULL DEFAULT (now() AT TIME ZONE 'UTC')
+);
+CREATE TABLE IF NOT EXISTS res_users (
+    id serial PRIMARY KEY,
+    login text NOT NULL UNIQUE,
+    password text NOT NULL,
+    partner_id integer NOT NULL UNIQUE REFERENCES res_partner (id) ON DELETE CASCADE
+);
+CREATE TABLE IF NOT EXISTS mail_channel (
+    id serial PRIMARY KEY,
+    name text NOT NULL,
+    channel_type text NOT NULL CHECK (channel_type IN ('channel', 'chat', 'group')),
+    public text NOT NULL DEFAULT 'public' CHECK (public IN ('public', 'private')),
+    uuid text NOT NULL UNIQUE,
+    description text,
+    -- "lowest partner id-highest partner id" for a chat, NULL otherwise: the
+    -- unique constraint is what keeps two concurrent "start a chat" calls
+    -- from creating two conversations between the same people.
+    chat_key text UNIQUE,
+    create_date timestamp without time zone NOT NULL DEFAULT (now() AT TIME ZONE 'UTC')
+);
+CREATE TABLE IF NOT EXISTS mail_channel_partner (
+    id serial PRIMARY KEY,
+    channel_id integer NOT NULL REFERENCES mail_channel (id) ON DELETE CASCADE,
+    partner_id integer NOT NULL REFERENCES res_partner (id) ON DELETE CASCADE,
+    seen_message_id integer,
+    fetched_message_id integer,
+    is_pinned boolean NOT NULL DEFAULT true,
+    last_interest_dt timestamp without time zone NOT NULL DEFAULT (now() AT TIME ZONE 'UTC'),
+    UNIQUE (channel_id, partner_id)
+);
+CREATE INDEX IF NOT EXISTS mail_channel_partner_partner_idx ON mail_channel_partner (partner_id);
+CREATE TABLE IF NOT EXISTS mail_message_subtype (
+    id serial PRIMARY KEY,
+    xmlid text NOT NULL UNIQUE,
+    name text NOT NULL
+);
+INSERT INTO mail_message_subtype (xmlid, name)
+    VALUES ('mail.mt_comment', 'Discussions'), ('mail.mt_note', 'Note')
+    ON CONFLICT (xmlid) DO NOTHING;
+CREATE TABLE IF NOT EXISTS mail_message (
+    id serial PRIMARY KEY,
+    model text,
+    res_id integer,
+    body text NOT NULL DEFAULT '',
+    author_id integer REFERENCES res_partner (id) ON DELETE SET NULL,
+    message_type text NOT NULL,
+    subtype_id integer REFERENCES mail_message_subtype (id),
+    partner_ids integer[] NOT NULL DEFAULT '{}',
+    date timestamp without time zone NOT NULL DEFAULT date_trunc('second', now() AT TIME ZONE 'UTC'),
+    parent_id integer REFERENCES mail_message (id) ON DELETE SET NULL
+);
+CREATE INDEX IF NOT EXISTS mail_message_thread_idx ON mail_message (model, res_id, id);
+CREATE TABLE IF NOT EXISTS bus_presence (
+    id serial PRIMARY KEY,
+    partner_id integer NOT NULL UNIQUE REFERENCES res_partner (id) ON DELETE CASCADE,
+    last_poll timestamp without time zone NOT NULL,
+    last_presence timestamp without time zone NOT NULL
+);
+"""
+
+# Not the bus's lock id: both schemas install one after the other at start-up.
+_SCHEMA_LOCK = 0x3A11
+
+
+def install(database: Database) -> None:
+    """Create what is missing; existing tables and rows are left alone."""
+    with database.transaction() as tx:
+        tx.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
+        tx.execute(SCHEMA)

@@ -1,0 +1,101 @@
+"""Partners (people who talk) and users (partners who can log in)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+from werkzeug.security import check_password_hash, generate_password_hash
+
+from bus.database import Transaction
+
+# Compared against when the login is unknown, so that a wrong login costs
+# the same time as a wrong password and logins cannot be probed by timing.
+_DUMMY_HASH = generate_password_hash("imbus: no such user")
+
+
+@dataclass(frozen=True)
+class User:
+    id: int
+    login: str
+    name: str
+    partner_id: int
+
+    def info(self) -> dict:
+        """The session information the web client keeps about its user."""
+        return {
+            "uid": self.id,
+            "name": self.name,
+            "username": self.login,
+            "partner_id": self.partner_id,
+            "partner_display_name": self.name,
+        }
+
+
+_USER_QUERY = "SELECT u.id, u.login, p.name, u.partner_id FROM res_users u JOIN res_partner p ON p.id = u.partner_id"
+
+
+def create_partner(tx: Transaction, name: str) -> int:
+    return tx.execute("INSERT INTO res_partner (name) VALUES (%s) RETURNING id", (name,)).fetchone()[0]
+
+
+def create_user(tx: Transaction, login: str, password: str, name: str) -> User:
+    """A user and its partner."""
+    partner_id = create_partner(tx, name)
+    uid = tx.execute(
+        "INSERT INTO res_users (login, password, partner_id) VALUES (%s, %s, %s) RETURNING id",
+        (login, generate_password_hash(password), partner_id),
+    ).fetchone()[0]
+    return User(uid, login, name, partner_id)
+
+
+def get_user(tx: Transaction, uid: int) -> Optional[User]:
+    row = tx.execute(_USER_QUERY + " WHERE u.id = %s", (uid,)).fetchone()
+    return User(*row) if row else None
+
+
+def get_user_by_login(tx: Transaction, login: str) -> Optional[User]:
+    row = tx.execute(_USER_QUERY + " WHERE u.login = %s", (login,)).fetchone()
+    return User(*row) if row else None
+
+
+def authenticate(tx: Transaction, login: str, password: str) -> Optional[User]:
+    """The user whose credentials these are, or None."""
+    row = tx.execute(
+        "SELECT u.id, u.login, p.name, u.partner_id, u.password FROM res_users u"
+        " JOIN res_partner p ON p.id = u.partner_id WHERE u.login = %s",
+        (login,),
+    ).fetchone()
+    if row is None:
+        check_password_hash(_DUMMY_HASH, password)
+        return None
+    if not check_password_hash(row[4], password):
+        return None
+    return User(*row[:4])
+
+
+def existing_partner_ids(tx: Transaction, partner_ids: list[int]) -> set[int]:
+    rows = tx.execute("SELECT id FROM res_partner WHERE id = ANY(%s)", (list(partner_ids),)).fetchall()
+    return {row[0] for row in rows}
+
+
+def missing_partner_names(tx: Transaction, names: list[str]) -> list[str]:
+    """Which of ``names`` no partner bears yet."""
+    rows = tx.execute("SELECT name FROM res_partner WHERE name = ANY(%s)", (list(names),)).fetchall()
+    existing = {row[0] for row in rows}
+    return [name for name in names if name not in existing]
+
+
+def partner_names(tx: Transaction, partner_ids: list[int]) -> dict[int, str]:
+    rows = tx.execute("SELECT id, name FROM res_partner WHERE id = ANY(%s)", (list(partner_ids),)).fetchall()
+    return dict(rows)
+
+
+def search_partners(tx: Transaction, term: str, limit: int = 20) -> list[tuple[int, str]]:
+    """Partners whose name contains ``term`` (case-insensitive), by name.
+
+    ``%`` and ``_`` in the term are matched literally.
+    """
+    pattern = "%" + term.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+    return tx.execute(
+        "SELECT id, name FROM res_partner WHERE name ILIKE %s ORDER BY name, id LIMIT %s", (pattern, limit)
+    ).fetchall()

@@ -1,0 +1,102 @@
+"""Logging in and out: a signed cookie, anonymous on anything doubtful."""
+import time
+
+import requests
+from itsdangerous import URLSafeTimedSerializer
+
+from mail.app import create_app
+from mail.demo_data import install_demo_data
+from tests.mail.support import TEST_SECRET, call, error_name, login, ok, partner_id, query
+
+
+def test_authenticate_sets_a_signed_httponly_lax_cookie(url, database_url):
+    session = requests.Session()
+    body = call(url, "/web/session/authenticate", {"login": "demo", "password": "demo"}, session)
+    info = body["result"]
+    assert info["username"] == "demo"
+    assert info["name"] == "Marc Demo"
+    assert info["partner_id"] == partner_id(database_url, "demo")
+    assert isinstance(info["uid"], int)
+    cookie = next(c for c in session.cookies if c.name == "session_id")
+    assert cookie.has_nonstandard_attr("HttpOnly")
+    assert cookie.get_nonstandard_attr("SameSite") == "Lax"
+    assert URLSafeTimedSerializer(TEST_SECRET, salt="imbus.session").loads(cookie.value) == {"uid": info["uid"]}
+    assert ok(url, "/web/session/get_session_info", {}, session)["uid"] == info["uid"]
+
+def test_wrong_password_is_refused_without_cookie(url):
+    for login_name, password in [("demo", "wrong"), ("nobody", "demo"), ("demo", "")]:
+        session = requests.Session()
+        body = call(url, "/web/session/authenticate", {"login": login_name, "password": password}, session)
+        assert error_name(body) == "access_denied" and body["status"] == 403
+        assert "session_id" not in session.cookies
+
+def test_authenticate_checks_parameters_and_database_name(url):
+    assert error_name(call(url, "/web/session/authenticate", {"login": "demo"})) == "invalid_params"
+    assert error_name(call(url, "/web/session/authenticate", {"login": 1, "password": "x"})) == "invalid_params"
+    body = call(url, "/web/session/authenticate", {"db": "other_db", "login": "demo", "password": "demo"})
+    assert error_name(body) == "access_denied"
+
+def test_anonymous_session_info(url):
+    assert ok(url, "/web/session/get_session_info")["uid"] is False
+
+def test_destroy_logs_out(url):
+    session = login(url, "admin")
+    assert ok(url, "/mail/init_messaging", {}, session)["current_partner"]["name"] == "Mitchell Admin"
+    ok(url, "/web/session/destroy", {}, session)
+    assert "session_id" not in session.cookies
+    assert ok(url, "/web/session/get_session_info", {}, session)["uid"] is False
+    assert call(url, "/mail/init_messaging", {}, session)["error"]["code"] == 100
+
+def test_bad_cookies_are_anonymous_not_errors(url, database_url):
+    uid = query(database_url, "SELECT id FROM res_users WHERE login = 'admin'")[0][0]
+    forged = [
+        "garbage",
+        "",
+        URLSafeTimedSerializer("another-secret", salt="imbus.session").dumps({"uid": uid}),
+        URLSafeTimedSerializer(TEST_SECRET, salt="imbus.session").dumps({"uid": uid})[:-2] + "xx",
+        URLSafeTimedSerializer(TEST_SECRET, salt="imbus.session").dumps(["not", "a", "dict"]),
+        URLSafeTimedSerializer(TEST_SECRET, salt="imbus.session").dumps({"uid": "1"}),
+        URLSafeTimedSerializer(TEST_SECRET, salt="imbus.session").dumps({"uid": 99999}),
+    ]
+    for value in forged:
+        session = requests.Session()
+        session.cookies.set("session_id", value)
+        assert ok(url, "/web/session/get_session_info", {}, session)["uid"] is False
+        assert call(url, "/mail/init_messaging", {}, session)["error"]["code"] == 100
+
+def test_expired_cookie_is_anonymous(make_mail_app, serve, database_url):
+    app = make_mail_app()
+    app.sessions.max_age = 0  # every cookie is already too old
+    url = serve(app).url
+    session = login(url, "admin")
+    time.sleep(1.1)
+    assert ok(url, "/web/session/get_session_info", {}, session)["uid"] is False
+
+def test_generated_secret_is_kept_in_the_database(database_url, monkeypatch, serve):
+    monkeypatch.delenv("IMBUS_SECRET_KEY", raising=False)
+    first = create_app(database_url, timeout=5)
+    try:
+        install_demo_data(first.database)
+        session = login(serve(first).url, "demo")
+    finally:
+        first.close()
+    stored = query(database_url, "SELECT value FROM imbus_config WHERE key = 'session_secret'")[0][0]
+    assert len(stored) >= 32
+    second = create_app(database_url, timeout=5)
+    try:
+        info = ok(serve(second).url, "/web/session/get_session_info", {}, session)
+        assert info["username"] == "demo"
+    finally:
+        second.close()
+
+def test_secret_from_environment(database_url, monkeypatch, serve):
+    monkeypatch.setenv("IMBUS_SECRET_KEY", "from-the-environment")
+    app = create_app(database_url, timeout=5)
+    try:
+        install_demo_data(app.database)
+        session = login(serve(app).url, "admin")
+        token = session.cookies["session_id"]
+        assert URLSafeTimedSerializer("from-the-environment", salt="imbus.session").loads(token)
+        assert query(database_url, "SELECT count(*) FROM imbus_config")[0][0] == 0
+    finally:
+        app.close()

@@ -292,14 +292,18 @@ def notify_typing(tx: Transaction, channel: Channel, partner_id: int, partner_na
 def poll_targets(database: Database, uid: Optional[int], names: list[str]) -> tuple[Optional[int], list[int], list[str]]:
     """What a poll may listen to, in one query: the caller's partner id (None
     if anonymous or unknown), the channels it belongs to, and which of the
-    ``names`` it asked for are uuids of public channels."""
+    ``names`` it asked for are uuids of public channels it does *not* belong
+    to (a member already hears the channel itself; hearing the uuid too
+    would deliver every message twice)."""
     with database.cursor() as cr:
         cr.execute(
             "SELECT u.partner_id, m.channel_id, NULL FROM res_users u"
             " LEFT JOIN mail_channel_partner m ON m.partner_id = u.partner_id WHERE u.id = %(uid)s"
             " UNION ALL"
             " SELECT NULL, NULL, c.uuid FROM mail_channel c"
-            " WHERE c.uuid = ANY(%(names)s) AND c.channel_type = 'channel' AND c.public = 'public'",
+            " WHERE c.uuid = ANY(%(names)s) AND c.channel_type = 'channel' AND c.public = 'public'"
+            " AND NOT EXISTS (SELECT 1 FROM mail_channel_partner m JOIN res_users u ON u.partner_id = m.partner_id"
+            " WHERE u.id = %(uid)s AND m.channel_id = c.id)",
             {"uid": uid, "names": list(names)},
         )
         rows = cr.fetchall()

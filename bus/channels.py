@@ -13,7 +13,7 @@ the database compares equal to one built here without re-parsing.
 from __future__ import annotations
 
 import json
-from typing import Any, Iterable, Iterator, Sequence, Tuple, Union
+from typing import Any, Iterable, Iterator, Tuple, Union
 
 #: The PostgreSQL channel every process LISTENs on.
 NOTIFY_CHANNEL = "imbus"

@@ -14,10 +14,8 @@ if MODE == "gevent":
     monkey.patch_all()
 
 import logging  # noqa: E402
-import threading  # noqa: E402
 import uuid  # noqa: E402
 
-import psycopg2  # noqa: E402
 import pytest  # noqa: E402
 
 from bus.config import database_url_from_env  # noqa: E402

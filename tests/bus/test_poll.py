@@ -1,12 +1,9 @@
 """/longpolling/poll over real HTTP: what a client following ``last`` gets."""
-import threading
 import time
-
-import pytest
 
 from bus import sendone
 from bus.dispatcher import Dispatcher
-from tests.support import poll, result, rpc
+from tests.support import ParkedPoll, poll, rpc, wait_for
 
 
 def post(app, target, payload, kind="test"):
@@ -20,37 +17,8 @@ def ids_of(app):
         return [r[0] for r in cr.fetchall()]
 
 
-class Background:
-    """A poll running in the background (a thread, or a greenlet in gevent mode)."""
-
-    def __init__(self, fn, *args, **kwargs):
-        self.value = None
-        self.error = None
-        self.started = time.monotonic()
-        self.elapsed = None
-        self._thread = threading.Thread(target=self._run, args=(fn, args, kwargs), daemon=True)
-        self._thread.start()
-
-    def _run(self, fn, args, kwargs):
-        try:
-            self.value = fn(*args, **kwargs)
-        except BaseException as exc:  # reported by result()
-            self.error = exc
-        self.elapsed = time.monotonic() - self.started
-
-    def result(self, timeout=10):
-        self._thread.join(timeout)
-        assert not self._thread.is_alive(), "the poll did not answer"
-        if self.error:
-            raise self.error
-        return self.value
-
-
-def wait_parked(app, count=1, timeout=5):
-    deadline = time.monotonic() + timeout
-    while app.dispatcher.waiter_count < count:
-        assert time.monotonic() < deadline, "the polls never parked"
-        time.sleep(0.01)
+def wait_parked(app, count=1):
+    wait_for(lambda: app.dispatcher.waiter_count >= count, 5, f"{count} parked poll(s)")
 
 
 def test_health_needs_no_session(http):
@@ -89,14 +57,13 @@ def test_poll_returns_rows_after_last_on_its_channels_in_order(app, http):
 def test_parked_poll_is_woken_by_a_post(app, http):
     post(app, "general", {"n": 0})
     last = ids_of(app)[-1]
-    waiting = Background(poll, http.url, ["general"], last)
+    waiting = ParkedPoll(http.url, ["general"], last)
     wait_parked(app)
     time.sleep(0.1)
-    assert waiting.elapsed is None, "answered before anything was posted"
+    assert not waiting.done.is_set(), "answered before anything was posted"
     post(app, "general", {"n": 1})
-    answer = waiting.result()
+    answer = waiting.result(2)
     assert [n["message"]["payload"] for n in answer] == [{"n": 1}]
-    assert waiting.elapsed < 2
 
 
 def test_a_post_on_another_channel_does_not_answer_the_poll(make_app, serve):
@@ -104,11 +71,12 @@ def test_a_post_on_another_channel_does_not_answer_the_poll(make_app, serve):
     http = serve(app)
     post(app, "general", {"n": 0})
     last = ids_of(app)[-1]
-    waiting = Background(poll, http.url, ["general"], last)
+    started = time.monotonic()
+    waiting = ParkedPoll(http.url, ["general"], last)
     wait_parked(app)
     post(app, "other", {"n": 1})
-    assert waiting.result() == []
-    assert waiting.elapsed >= 0.9
+    assert waiting.result(5) == []
+    assert time.monotonic() - started >= 0.9
 
 
 def test_parked_poll_answers_empty_at_the_timeout(make_app, serve):
@@ -128,11 +96,11 @@ def test_peek_answers_at_once(app, http):
 def test_broadcast_reaches_every_poller(app, http):
     post(app, "general", {"n": 0})
     last = ids_of(app)[-1]
-    waiting = [Background(poll, http.url, [name], last) for name in ("a", "b", "c")]
+    waiting = [ParkedPoll(http.url, [name], last) for name in ("a", "b", "c")]
     wait_parked(app, 3)
     post(app, "broadcast", {"hello": "all"})
     for w in waiting:
-        assert [n["message"]["payload"] for n in w.result()] == [{"hello": "all"}]
+        assert [n["message"]["payload"] for n in w.result(5)] == [{"hello": "all"}]
 
 
 def test_a_client_cannot_listen_to_a_record_channel(app, http):
@@ -173,10 +141,7 @@ def test_a_row_committed_between_catch_up_and_parking_is_not_missed(app):
     def commit_and_wait():
         post(app, "general", {"n": "in the window"})
         target = ids_of(app)[-1]
-        deadline = time.monotonic() + 5
-        while dispatcher.position < target:
-            assert time.monotonic() < deadline
-            time.sleep(0.01)
+        wait_for(lambda: dispatcher.position >= target, 5, "the dispatcher reading the row")
 
     dispatcher = RaceDispatcher(app.database, on_gap=commit_and_wait)
     try:
@@ -195,14 +160,14 @@ def test_notifications_of_one_wake_up_cost_one_read_whatever_the_number_of_polle
         http = serve(app)
         post(app, "general", {"n": 0})
         last = ids_of(app)[-1]
-        waiting = [Background(poll, http.url, ["general"], last) for _ in range(pollers)]
+        waiting = [ParkedPoll(http.url, ["general"], last) for _ in range(pollers)]
         wait_parked(app, pollers)
         time.sleep(0.2)
         before_reads, before_statements = app.dispatcher.reads, app.database.statements.value
         with app.database.transaction() as tx:
             sendone(tx, "general", "test", {"n": 1})
         for w in waiting:
-            assert len(w.result()) == 1
+            assert len(w.result(10)) == 1
         costs[pollers] = (app.dispatcher.reads - before_reads,
                           app.database.statements.value - before_statements)
     # The post itself: its INSERT, COMMIT is not a statement, its NOTIFY. Then
@@ -217,12 +182,12 @@ def test_odoo_mode_costs_one_query_per_woken_poller(make_app, serve):
     http = serve(app)
     post(app, "general", {"n": 0})
     last = ids_of(app)[-1]
-    waiting = [Background(poll, http.url, ["general"], last) for _ in range(20)]
+    waiting = [ParkedPoll(http.url, ["general"], last) for _ in range(20)]
     wait_parked(app, 20)
     before = app.database.statements.value
     post(app, "general", {"n": 1})
     for w in waiting:
-        assert len(w.result()) == 1
+        assert len(w.result(10)) == 1
     assert app.database.statements.value - before >= 20
 
 
@@ -236,16 +201,11 @@ def test_garbage_collection_and_the_outdated_signal(make_app, serve):
         cr.execute("UPDATE bus_bus SET create_date = create_date - interval '1 hour' WHERE id <= %s", (old[1],))
     post(app, "general", {"n": 3})
     app.dispatcher.start()
-    deadline = time.monotonic() + 5
-    while ids_of(app)[0] != old[2]:
-        assert time.monotonic() < deadline, "old rows were never collected"
-        time.sleep(0.05)
+    wait_for(lambda: ids_of(app)[0] == old[2], 5, "garbage collection of the old rows")
     post(app, "general", {"n": 4})
     newest = ids_of(app)[-1]
-    deadline = time.monotonic() + 5
-    while app.dispatcher.gc_floor < old[1] or app.dispatcher.position < newest:
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+    wait_for(lambda: app.dispatcher.gc_floor >= old[1] and app.dispatcher.position >= newest, 5,
+             "the dispatcher reading the new floor and rows")
     answer = poll(http.url, ["general"], old[0])
     assert answer[0]["message"]["type"] == "bus/outdated"
     assert answer[0]["id"] == old[1]

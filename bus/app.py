@@ -20,7 +20,7 @@ from werkzeug.routing import Map, Rule
 from werkzeug.wrappers import Request, Response
 
 from . import controllers, schema
-from .channels import BROADCAST, Target, channel_with_db
+from .channels import BROADCAST, Target, channel_with_db, cut_after_types
 from .config import Settings, database_url_from_env
 from .database import Database
 from .dispatcher import Dispatcher
@@ -32,6 +32,12 @@ _logger = logging.getLogger(__name__)
 class BusApp:
     """A WSGI callable serving the bus routes, and a base for applications
     built on the bus."""
+
+    #: Notification types after which the receiver's subscriptions change
+    #: (mail's "you were added to a channel"). A poll answer stops at the first
+    #: of them: notifications after it may be on channels the next poll, whose
+    #: subscriptions are derived anew, will hear but this one did not.
+    resubscribe_types: frozenset[str] = frozenset()
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -87,7 +93,10 @@ class BusApp:
         """Wait for and return the notifications a poll should receive."""
         dbname = self.database.dbname
         channels = {channel_with_db(dbname, target) for target in self.subscriptions(request, names, options)}
-        return self.dispatcher.poll(channels, last, self.settings.timeout, peek=bool(options.get("peek")))
+        entries = self.dispatcher.poll(channels, last, self.settings.timeout, peek=bool(options.get("peek")))
+        if self.resubscribe_types:
+            entries = cut_after_types(entries, self.resubscribe_types)
+        return entries
 
     # -- WSGI ----------------------------------------------------------------
 

@@ -95,3 +95,22 @@ def parse_notify_payload(payload: str) -> list[str]:
         return []
     return [dumps(channel) for channel in channels if isinstance(channel, list)]
 
+
+def encode_entry(row_id: int, message: str) -> str:
+    """One item of a poll answer, built from the stored JSON text without
+    decoding it, so the same text can go to every poller."""
+    return '{"id":%d,"message":%s}' % (row_id, message)
+
+
+def cut_after_types(entries: list[str], types: frozenset[str]) -> list[str]:
+    """``entries`` up to and including the first whose type is in ``types``.
+
+    Stored messages start with their type (see :func:`encode_message`), so a
+    prefix test finds it without decoding anything.
+    """
+    for index, entry in enumerate(entries):
+        message = entry[entry.index(',"message":') + 11:]
+        if any(message.startswith('{"type":%s,' % dumps(kind)) for kind in types):
+            return entries[:index + 1]
+    return entries
+

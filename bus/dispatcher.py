@@ -24,7 +24,7 @@ from typing import Iterable, Optional, Sequence
 import psycopg2
 
 from . import models
-from .channels import NOTIFY_CHANNEL, OUTDATED_TYPE, parse_notify_payload
+from .channels import NOTIFY_CHANNEL, OUTDATED_TYPE, encode_entry, parse_notify_payload
 from .database import DISCONNECT_ERRORS, Database, DatabaseUnavailable
 from .watermark import Watermark
 
@@ -49,12 +49,6 @@ class Waiter:
     def __init__(self, channels: frozenset[str]) -> None:
         self.channels = channels
         self.event = threading.Event()
-
-
-def _entry(row_id: int, message: str) -> str:
-    """One item of a poll answer, built from the stored JSON text without
-    decoding it: the same bytes go to every poller."""
-    return '{"id":%d,"message":%s}' % (row_id, message)
 
 
 class Dispatcher:
@@ -157,20 +151,20 @@ class Dispatcher:
     def _collect(self, channels: frozenset[str], last: int, timeout: float) -> list[str]:
         if last <= 0:
             # A client's first poll: only what is younger than one poll cycle.
-            return [_entry(i, m) for i, m in self._fetch(channels, 0, younger_than=timeout)]
+            return [encode_entry(i, m) for i, m in self._fetch(channels, 0, younger_than=timeout)]
         prefix: list[str] = []
         if last < self.gc_floor:
-            prefix.append(_entry(self.gc_floor, '{"type":"%s","payload":{}}' % OUTDATED_TYPE))
+            prefix.append(encode_entry(self.gc_floor, '{"type":"%s","payload":{}}' % OUTDATED_TYPE))
             last = self.gc_floor
         if not self.shared_reads:
-            return prefix + [_entry(i, m) for i, m in self._fetch(channels, last)]
+            return prefix + [encode_entry(i, m) for i, m in self._fetch(channels, last)]
         position = self.position
         cache = self._cache
         if last >= self._cache_floor:
             start = bisect.bisect_right(cache, last, key=_row_id)
             return prefix + [entry for row_id, channel, entry in cache[start:]
                              if row_id <= position and channel in channels]
-        return prefix + [_entry(i, m) for i, m in self._fetch(channels, last)]
+        return prefix + [encode_entry(i, m) for i, m in self._fetch(channels, last)]
 
     def _fetch(self, channels: frozenset[str], last: int, younger_than: Optional[float] = None):
         upto = self.position if self.shared_reads else None
@@ -282,7 +276,7 @@ class Dispatcher:
 
     def _remember(self, rows: Sequence[models.Row]) -> None:
         cache = self._cache
-        cache.extend((row_id, channel, _entry(row_id, message)) for row_id, channel, message in rows)
+        cache.extend((row_id, channel, encode_entry(row_id, message)) for row_id, channel, message in rows)
         self.position = rows[-1][0]
         if len(cache) > 2 * self.cache_size:
             kept = cache[-self.cache_size:]

@@ -35,6 +35,8 @@ class MailApp(BusApp):
     with it, so tests can move time without sleeping.
     """
 
+    resubscribe_types = frozenset({channels.JOINED_TYPE})
+
     def __init__(self, settings: Settings, *, secret_key: Optional[str] = None,
                  max_message_body: int = DEFAULT_MAX_BODY_BYTES, clock: Optional[presence.Clock] = None,
                  static_dir: Optional[Path] = None) -> None:

@@ -92,8 +92,9 @@ def result(response: requests.Response) -> Any:
     return payload["result"]
 
 
-def poll(url: str, channels: list, last: int, **options) -> list[dict]:
-    return result(rpc(url, "/longpolling/poll", {"channels": channels, "last": last, "options": options}))
+def poll(url: str, channels: list, last: int, *, session: Optional[requests.Session] = None, **options) -> list[dict]:
+    return result(rpc(url, "/longpolling/poll", {"channels": channels, "last": last, "options": options},
+                      session=session))
 
 
 def wait_for(predicate, timeout: float, what: str) -> None:
@@ -110,16 +111,17 @@ class ParkedPoll:
     """A long-poll left waiting in the background, the way a browser tab
     keeps one open (a thread, or a greenlet when the suite runs under gevent)."""
 
-    def __init__(self, url: str, channels: list, last: int, **options) -> None:
+    def __init__(self, url: str, channels: list, last: int, *, session: Optional[requests.Session] = None,
+                 **options) -> None:
         self._answer: Optional[list] = None
         self._error: Optional[BaseException] = None
         self.done = threading.Event()
-        self._thread = threading.Thread(target=self._run, args=(url, channels, last, options), daemon=True)
+        self._thread = threading.Thread(target=self._run, args=(url, channels, last, session, options), daemon=True)
         self._thread.start()
 
-    def _run(self, url: str, channels: list, last: int, options: dict) -> None:
+    def _run(self, url: str, channels: list, last: int, session: Optional[requests.Session], options: dict) -> None:
         try:
-            self._answer = poll(url, channels, last, **options)
+            self._answer = poll(url, channels, last, session=session, **options)
         except BaseException as exc:  # handed to the test by result()
             self._error = exc
         finally:

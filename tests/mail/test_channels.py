@@ -184,3 +184,29 @@ def test_huge_ids_are_just_unknown(url, admin, database_url, huge):
     assert ok(url, "/mail/channel/messages", {"channel_id": general, "max_id": huge}, admin)
     assert ok(url, "/mail/channel/set_last_seen_message", {"channel_id": general, "last_message_id": huge}, admin)
     assert ok(url, "/longpolling/im_status", {"partner_ids": [huge]}, admin) == []
+
+
+def test_a_poll_stops_at_joined_so_the_new_channels_first_message_is_not_lost(mail_app, url, demo, database_url):
+    """Added to a chat while its poll was parked, a client heard the
+    "joined" notice and the later rows on its partner channel, but not the
+    message in between (on the new chat, which that poll did not listen to);
+    following ``last`` it then skipped it for good."""
+    from datetime import datetime
+
+    from mail import channels as chat_channels
+    from mail import messages
+    from tests.support import ParkedPoll, wait_for
+
+    admin_pid, demo_pid = partner_id(database_url, "admin"), partner_id(database_url, "demo")
+    poll_as(url, demo, 0, peek=True)  # demo comes online: that notice is out of the way
+    start = query(database_url, "SELECT coalesce(max(id), 0) FROM bus_bus")[0][0]
+    parked = ParkedPoll(url, [], start, session=demo)
+    wait_for(lambda: mail_app.dispatcher.waiter_count >= 1, 5, "the demo poll parking")
+    with mail_app.database.transaction() as tx:
+        info = chat_channels.get_or_create_chat(tx, admin_pid, demo_pid, datetime.utcnow())
+        channel = chat_channels.member_channel(tx, info["id"], admin_pid)
+        first = messages.message_post(tx, channel, admin_pid, "first words")
+    heard = parked.result(5)
+    assert heard[-1]["message"]["type"] == "mail.channel/joined"
+    following = poll_as(url, demo, heard[-1]["id"])
+    assert first["id"] in message_ids(following)

@@ -12,21 +12,18 @@ routes with :meth:`json_route` / :meth:`http_route` and override
 """
 from __future__ import annotations
 
-import logging
 from typing import Any, Callable, Iterable, Optional
 
-from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
+from werkzeug.exceptions import HTTPException
 from werkzeug.routing import Map, Rule
 from werkzeug.wrappers import Request, Response
 
 from . import controllers, schema
-from .channels import BROADCAST, Target, channel_with_db, cut_after_types
+from .channels import BROADCAST, Target, channel_with_db, cut_after_types, type_prefixes
 from .config import Settings, database_url_from_env
 from .database import Database
 from .dispatcher import Dispatcher
 from .jsonrpc import serve_call
-
-_logger = logging.getLogger(__name__)
 
 
 class BusApp:
@@ -51,6 +48,8 @@ class BusApp:
             hold_back_gaps=settings.hold_back_gaps,
             shared_reads=settings.shared_reads,
         )
+        self.dbname = self.database.dbname
+        self._resubscribe_prefixes = type_prefixes(self.resubscribe_types)
         self.url_map = Map()
         self._views: dict[str, Callable[[Request], Response]] = {}
         controllers.register(self)
@@ -91,11 +90,10 @@ class BusApp:
 
     def poll(self, request: Request, names: list[str], last: int, options: dict) -> list[str]:
         """Wait for and return the notifications a poll should receive."""
-        dbname = self.database.dbname
-        channels = {channel_with_db(dbname, target) for target in self.subscriptions(request, names, options)}
+        channels = {channel_with_db(self.dbname, target) for target in self.subscriptions(request, names, options)}
         entries = self.dispatcher.poll(channels, last, self.settings.timeout, peek=bool(options.get("peek")))
-        if self.resubscribe_types:
-            entries = cut_after_types(entries, self.resubscribe_types)
+        if self._resubscribe_prefixes:
+            entries = cut_after_types(entries, self._resubscribe_prefixes)
         return entries
 
     # -- WSGI ----------------------------------------------------------------
@@ -106,8 +104,6 @@ class BusApp:
         try:
             endpoint, _ = adapter.match()
             response = self._views[endpoint](request)
-        except (NotFound, MethodNotAllowed) as exc:
-            response = exc.get_response(environ)
         except HTTPException as exc:
             response = exc.get_response(environ)
         return response(environ, start_response)

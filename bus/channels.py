@@ -30,6 +30,9 @@ OUTDATED_TYPE = "bus/outdated"
 
 Target = Union[str, Tuple[str, int]]
 
+#: A stored row as the dispatcher sees it: (id, channel key, message JSON text).
+Row = Tuple[int, str, str]
+
 
 def dumps(value: Any) -> str:
     """JSON as Odoo writes it on the bus: compact, no spaces, UTF-8 kept."""
@@ -102,15 +105,21 @@ def encode_entry(row_id: int, message: str) -> str:
     return '{"id":%d,"message":%s}' % (row_id, message)
 
 
-def cut_after_types(entries: list[str], types: frozenset[str]) -> list[str]:
-    """``entries`` up to and including the first whose type is in ``types``.
+def type_prefixes(types: Iterable[str]) -> tuple[str, ...]:
+    """What an encoded entry of one of ``types`` holds right after its id."""
+    return tuple(',"message":{"type":%s,' % dumps(kind) for kind in types)
 
-    Stored messages start with their type (see :func:`encode_message`), so a
-    prefix test finds it without decoding anything.
+
+def cut_after_types(entries: list[str], prefixes: tuple[str, ...]) -> list[str]:
+    """``entries`` up to and including the first of a type in ``prefixes``
+    (from :func:`type_prefixes`).
+
+    An entry is ``{"id":N,"message":{"type":...`` (see :func:`encode_entry`
+    and :func:`encode_message`), so the type sits right after the first comma
+    and a prefix test finds it without decoding anything.
     """
     for index, entry in enumerate(entries):
-        message = entry[entry.index(',"message":') + 11:]
-        if any(message.startswith('{"type":%s,' % dumps(kind)) for kind in types):
+        comma = entry.index(",")
+        if any(entry.startswith(prefix, comma) for prefix in prefixes):
             return entries[:index + 1]
     return entries
-

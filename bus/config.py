@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Optional
 
 DEFAULT_TIMEOUT = 50.0
@@ -38,7 +38,6 @@ class Settings:
     hold_back_gaps: bool = True
     shared_reads: bool = True
     install_schema: bool = True
-    extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.retention is None:

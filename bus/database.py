@@ -26,6 +26,8 @@ _logger = logging.getLogger(__name__)
 #: errors in the SQL or the data.
 DISCONNECT_ERRORS = (psycopg2.OperationalError, psycopg2.InterfaceError)
 
+_KEEPALIVE = {"keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5, "keepalives_count": 3}
+
 
 class DatabaseUnavailable(Exception):
     """The server cannot be reached right now; the caller may retry later."""
@@ -109,8 +111,8 @@ class Database:
         sqlalchemy.event.listen(self._pool, "checkout", _refuse_stale)
         self._dbname: Optional[str] = psycopg2.extensions.parse_dsn(dsn).get("dbname")
 
-    def _create(self) -> psycopg2.extensions.connection:
-        conn = psycopg2.connect(self.dsn, **self._connect_kwargs)
+    def _create(self, **extra: Any) -> psycopg2.extensions.connection:
+        conn = psycopg2.connect(self.dsn, **self._connect_kwargs, **extra)
         conn.info_counter = self.statements
         return conn
 
@@ -123,10 +125,15 @@ class Database:
                 self._dbname = cr.fetchone()[0]
         return self._dbname
 
-    def connect(self, *, autocommit: bool = False) -> psycopg2.extensions.connection:
-        """A connection outside the pool (the dispatcher's LISTEN connection)."""
+    def connect(self, *, autocommit: bool = False, keepalive: bool = False) -> psycopg2.extensions.connection:
+        """A connection outside the pool (the dispatcher's LISTEN connection).
+
+        ``keepalive`` has the kernel probe an otherwise silent connection, so
+        a listener whose peer vanished without a word (a dropped network)
+        notices within about half a minute instead of waiting forever.
+        """
         try:
-            conn = self._create()
+            conn = self._create(**(_KEEPALIVE if keepalive else {}))
         except DISCONNECT_ERRORS as exc:
             raise DatabaseUnavailable(str(exc).strip()) from exc
         conn.autocommit = autocommit
@@ -205,21 +212,31 @@ class Transaction:
         return self.database.dbname
 
     def __enter__(self) -> "Transaction":
-        self._handle = self.database._checkout()
-        self._conn = self._handle.dbapi_connection
-        self._conn.autocommit = False
-        self.cursor = self._conn.cursor(cursor_factory=CountingCursor)
+        handle = self.database._checkout()
+        try:
+            conn = handle.dbapi_connection
+            conn.autocommit = False
+            self.cursor = conn.cursor(cursor_factory=CountingCursor)
+        except BaseException:
+            # __exit__ will not run: give the connection back here.
+            self.database._checkin(handle, broken=True)
+            raise
+        self._handle, self._conn = handle, conn
         return self
 
     def execute(self, query: str, params: Any = None) -> psycopg2.extensions.cursor:
+        """Run a statement in the transaction; returns the cursor for fetching."""
         assert self.cursor is not None, "use the transaction as a context manager"
         self.cursor.execute(query, params)
         return self.cursor
 
     def on_precommit(self, hook: Callable[[], None]) -> None:
+        """Run ``hook`` inside the transaction, just before COMMIT; an error
+        in it rolls everything back."""
         self._precommit.append(hook)
 
     def on_postcommit(self, hook: Callable[[], None]) -> None:
+        """Run ``hook`` once COMMIT has succeeded (never after a rollback)."""
         self._postcommit.append(hook)
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> bool:

@@ -24,7 +24,7 @@ from typing import Iterable, Optional, Sequence
 import psycopg2
 
 from . import models
-from .channels import NOTIFY_CHANNEL, OUTDATED_TYPE, encode_entry, parse_notify_payload
+from .channels import NOTIFY_CHANNEL, OUTDATED_TYPE, Row, encode_entry, encode_message, parse_notify_payload
 from .database import DISCONNECT_ERRORS, Database, DatabaseUnavailable
 from .watermark import Watermark
 
@@ -35,8 +35,10 @@ CACHE_SIZE = 20_000
 #: Rows fetched per shared read; a backlog is read in several.
 READ_BATCH = 5_000
 #: How soon a held-back gap is looked at again when no NOTIFY comes first
-#: (its writer may have rolled back, which announces nothing).
+#: (its writer may have rolled back, which announces nothing); the interval
+#: doubles while the same gap stays open.
 GAP_RECHECK = 0.02
+GAP_RECHECK_MAX = 0.5
 RECONNECT_FIRST = 0.1
 RECONNECT_MAX = 2.0
 
@@ -113,6 +115,10 @@ class Dispatcher:
             waiter.event.set()
         if self._thread is not None:
             self._thread.join(timeout)
+        else:
+            self._close_pipe()
+
+    def _close_pipe(self) -> None:
         os.close(self._wakeup_r)
         os.close(self._wakeup_w)
 
@@ -135,26 +141,38 @@ class Dispatcher:
         self.start()
         if not self._ready.wait(5.0):
             raise DatabaseUnavailable("the bus is not connected to the database yet")
+        deadline = time.monotonic() + timeout
         waiter = Waiter(frozenset(channels))
         self._register(waiter)
         try:
-            entries = self._collect(waiter.channels, last, timeout)
-            if entries or peek or self._stopping:
-                return entries
-            waiter.event.wait(timeout)
-            if self._stopping:
-                return []
-            return self._collect(waiter.channels, last, timeout)
+            entries, last = self._catch_up(waiter.channels, last, timeout)
+            while not entries and not peek and not self._stopping:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or not waiter.event.wait(remaining):
+                    break
+                # Cleared before reading, so a wake-up during the read is kept.
+                waiter.event.clear()
+                entries, last = self._catch_up(waiter.channels, last, timeout)
+            return [] if self._stopping else entries
         finally:
             self._unregister(waiter)
 
-    def _collect(self, channels: frozenset[str], last: int, timeout: float) -> list[str]:
-        if last <= 0:
-            # A client's first poll: only what is younger than one poll cycle.
-            return [encode_entry(i, m) for i, m in self._fetch(channels, 0, younger_than=timeout)]
+    def _catch_up(self, channels: frozenset[str], last: int, timeout: float) -> tuple[list[str], int]:
+        """The entries after ``last``, and the ``last`` to wait from when
+        there are none."""
+        if last > 0:
+            return self._collect(channels, last), last
+        # A client's first poll: only what is younger than one poll cycle.
+        # If that is nothing, it then follows this process's position, which
+        # is answered from memory.
+        upto = self.position if self.shared_reads else None
+        rows = models.fetch(self.database, sorted(channels), 0, upto, younger_than=timeout)
+        return [encode_entry(i, m) for i, m in rows], upto or 0
+
+    def _collect(self, channels: frozenset[str], last: int) -> list[str]:
         prefix: list[str] = []
         if last < self.gc_floor:
-            prefix.append(encode_entry(self.gc_floor, '{"type":"%s","payload":{}}' % OUTDATED_TYPE))
+            prefix.append(encode_entry(self.gc_floor, encode_message(OUTDATED_TYPE, {})))
             last = self.gc_floor
         if not self.shared_reads:
             return prefix + [encode_entry(i, m) for i, m in self._fetch(channels, last)]
@@ -166,9 +184,9 @@ class Dispatcher:
                              if row_id <= position and channel in channels]
         return prefix + [encode_entry(i, m) for i, m in self._fetch(channels, last)]
 
-    def _fetch(self, channels: frozenset[str], last: int, younger_than: Optional[float] = None):
+    def _fetch(self, channels: frozenset[str], last: int) -> list[tuple[int, str]]:
         upto = self.position if self.shared_reads else None
-        return models.fetch(self.database, sorted(channels), last, upto, younger_than)
+        return models.fetch(self.database, sorted(channels), last, upto)
 
     def _register(self, waiter: Waiter) -> None:
         with self._lock:
@@ -198,13 +216,24 @@ class Dispatcher:
     # -- the listening loop --------------------------------------------------
 
     def _run(self) -> None:
+        try:
+            self._serve()
+        finally:
+            self._close_pipe()
+
+    def _serve(self) -> None:
         delay = RECONNECT_FIRST
         while not self._stopping:
             conn = None
             try:
-                conn = self.database.connect(autocommit=True)
+                conn = self.database.connect(autocommit=True, keepalive=True)
                 with conn.cursor() as cr:
                     cr.execute("LISTEN " + NOTIFY_CHANNEL)
+                if self.position == 0:
+                    # Ids at or below the GC floor are gone or outdated
+                    # anyway; starting there spares the first read a gap.
+                    self.position = self.watermark.position = models.gc_floor(self.database)
+                    self._cache_floor = self.position
                 # Anything committed while nobody listened is read now, and
                 # its waiters woken, instead of waiting for the next NOTIFY.
                 self._refresh(everything=True)
@@ -230,25 +259,37 @@ class Dispatcher:
 
     def _listen(self, conn: psycopg2.extensions.connection) -> None:
         next_gc = time.monotonic()
+        recheck = GAP_RECHECK
         while not self._stopping:
             now = time.monotonic()
+            refresh = False
             if now >= next_gc:
                 self.gc_floor = models.collect_garbage(self.database, self.retention)
                 next_gc = now + self.gc_interval
+                # Also a safety net: rows whose NOTIFY was lost (a writer that
+                # died right after COMMIT) are read at the latest now.
+                refresh = True
             wait = next_gc - now
             if self.watermark.blocked:
-                wait = min(wait, GAP_RECHECK)
-            readable, _, _ = select.select([conn, self._wakeup_r], [], [], max(wait, 0))
-            if self._stopping:
-                return
+                wait = min(wait, recheck)
+            if not refresh:
+                readable, _, _ = select.select([conn, self._wakeup_r], [], [], max(wait, 0))
+                if self._stopping:
+                    return
+                refresh = self.watermark.blocked
+                if conn in readable:
+                    conn.poll()
+                    refresh = refresh or bool(conn.notifies)
             channels: list[str] = []
-            if conn in readable:
-                conn.poll()
+            if conn.notifies and not self.shared_reads:
                 for notification in conn.notifies:
                     channels.extend(parse_notify_payload(notification.payload))
-                conn.notifies.clear()
-            if channels or self.watermark.blocked:
+            conn.notifies.clear()
+            if refresh:
+                was_blocked_at = self.watermark.position if self.watermark.blocked else None
                 self._refresh(channels)
+                held_at_same_gap = self.watermark.blocked and self.watermark.position == was_blocked_at
+                recheck = min(recheck * 2, GAP_RECHECK_MAX) if held_at_same_gap else GAP_RECHECK
 
     def _refresh(self, channels: Sequence[str] = (), *, everything: bool = False) -> None:
         """One shared read for the whole process, then wake whom it concerns."""
@@ -265,7 +306,8 @@ class Dispatcher:
             result = models.read_after(self.database, self.watermark.position, READ_BATCH)
             self.reads += 1
             self.gc_floor = max(self.gc_floor, result.gc_floor)
-            final = self.watermark.advance(result.rows, result.running)
+            final = self.watermark.advance(result.rows, result.running, result.xmax,
+                                           lambda: models.draw_transaction_id(self.database))
             if final:
                 self._remember(final)
                 touched.update(channel for _, channel, _ in final)
@@ -274,7 +316,7 @@ class Dispatcher:
         if touched:
             self._wake(touched)
 
-    def _remember(self, rows: Sequence[models.Row]) -> None:
+    def _remember(self, rows: Sequence[Row]) -> None:
         cache = self._cache
         cache.extend((row_id, channel, encode_entry(row_id, message)) for row_id, channel, message in rows)
         self.position = rows[-1][0]

@@ -9,13 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Iterable, Optional, Sequence, Tuple
 
-from .channels import NOTIFY_CHANNEL, Target, channel_with_db, encode_message, split_notify_payloads
+from .channels import NOTIFY_CHANNEL, Row, Target, channel_with_db, encode_message, split_notify_payloads
 from .database import Database, Transaction
 
 _PENDING = "bus.pending"
-
-#: A stored row as the dispatcher sees it: (id, channel key, message JSON text).
-Row = Tuple[int, str, str]
 
 
 def sendone(tx: Transaction, target: Target, notification_type: str, payload: Any) -> None:
@@ -48,8 +45,8 @@ def _write_pending(tx: Transaction) -> None:
     messages = [message for _, message in pending]
     # pg_current_xact_id() gives the transaction its id *before* nextval()
     # hands out bus ids. The dispatcher relies on it: a bus id that is missing
-    # below a visible one then always belongs to a transaction listed as
-    # running in the reader's snapshot (see bus/watermark.py).
+    # below a visible one then belongs to a transaction that already had its
+    # id when the reader's snapshot was taken (see bus/watermark.py).
     tx.execute(
         "SELECT pg_current_xact_id();"
         " INSERT INTO bus_bus (channel, message)"
@@ -77,6 +74,7 @@ class ReadResult:
 
     rows: list[Row]
     running: frozenset[int]
+    xmax: int
     gc_floor: int
 
 
@@ -96,10 +94,26 @@ def read_after(database: Database, after_id: int, limit: int) -> ReadResult:
         )
         result = cr.fetchall()
     snapshot, gc_floor = result[0][0], result[0][1]
-    xip = snapshot.split(":")[2]
+    _, xmax, xip = snapshot.split(":")
     running = frozenset(int(x) for x in xip.split(",")) if xip else frozenset()
     rows = [(row_id, channel, message) for _, _, row_id, channel, message in result if row_id is not None]
-    return ReadResult(rows, running, gc_floor)
+    return ReadResult(rows, running, int(xmax), gc_floor)
+
+
+def draw_transaction_id(database: Database) -> int:
+    """A transaction id newer than every id that existed before this call,
+    in a transaction that has completed when this returns: the horizon the
+    watermark needs for a newly seen gap."""
+    with database.cursor() as cr:
+        cr.execute("SELECT pg_current_xact_id()::text")
+        return int(cr.fetchone()[0])
+
+
+def gc_floor(database: Database) -> int:
+    """The highest id garbage collection ever deleted."""
+    with database.cursor() as cr:
+        cr.execute("SELECT last_deleted_id FROM bus_gc")
+        return cr.fetchone()[0]
 
 
 def fetch(

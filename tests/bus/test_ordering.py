@@ -14,6 +14,7 @@ import time
 import pytest
 
 from bus import sendone
+from bus.dispatcher import Dispatcher
 from bus.watermark import Watermark
 from tests.support import poll
 
@@ -109,41 +110,97 @@ def test_without_the_hold_back_messages_are_lost(make_app, serve, mode):
     assert any(missed), "the unprotected bus delivered everything: the stress test is too weak"
 
 
+def test_a_gap_owned_by_a_transaction_above_the_snapshot_xmax_is_held(app):
+    """A snapshot lists running transactions only below its xmax (the newest
+    *completed* id + 1). Here writer B has the newer transaction id but draws
+    the older bus id, and the reader looks right after A commits: B is
+    running but not listed. Taking A's row as final would lose B's."""
+    app.dispatcher.stop()
+    dispatcher = Dispatcher(app.database)  # not started: its reads are driven by hand
+    a_has_id, b_drew, a_committed, read_done, release_b = (threading.Event() for _ in range(5))
+
+    def writer_a():
+        with app.database.transaction() as tx:
+            tx.execute("SELECT pg_current_xact_id()")
+            a_has_id.set()
+            b_drew.wait(5)
+            tx.on_postcommit(lambda: (a_committed.set(), read_done.wait(5)))  # before A's NOTIFY
+            sendone(tx, "c", "t", {"who": "A"})
+
+    def writer_b():
+        a_has_id.wait(5)
+        with app.database.transaction() as tx:
+            tx.execute("SELECT pg_current_xact_id()")
+            sendone(tx, "c", "t", {"who": "B"})
+            tx.on_precommit(lambda: (b_drew.set(), release_b.wait(5)))  # B's id is drawn, not committed
+
+    threads = [threading.Thread(target=writer_a), threading.Thread(target=writer_b)]
+    for thread in threads:
+        thread.start()
+    assert a_committed.wait(5)
+    dispatcher._refresh()
+    assert dispatcher.position == 0, "A's row was taken as final while B's older id was pending"
+    read_done.set()
+    release_b.set()
+    for thread in threads:
+        thread.join(5)
+    dispatcher._refresh()
+    answer = dispatcher._collect(frozenset({f'["{app.database.dbname}","c"]'}), 0)
+    assert [('"B"' in entry, '"A"' in entry) for entry in answer] == [(True, False), (False, True)]
+    dispatcher.stop()
+
+
 def row(i):
     return (i, "c", "{}")
+
+
+def never():
+    raise AssertionError("no new gap here: no horizon needed")
 
 
 def test_watermark_holds_rows_above_a_gap_until_its_writer_finishes():
     mark = Watermark(0)
     # 1 and 3 visible, 2 drawn by transaction 100 which is still running.
-    assert mark.advance([row(1), row(3)], frozenset({100})) == [row(1)]
+    assert mark.advance([row(1), row(3)], frozenset({100}), 101, lambda: 102) == [row(1)]
     assert mark.position == 1 and mark.blocked
     # Still running, still held.
-    assert mark.advance([row(3)], frozenset({100, 101})) == []
+    assert mark.advance([row(3)], frozenset({100, 103}), 104, never) == []
     # It committed: 2 is visible now.
-    assert mark.advance([row(2), row(3)], frozenset({101})) == [row(2), row(3)]
+    assert mark.advance([row(2), row(3)], frozenset({103}), 104, never) == [row(2), row(3)]
     assert mark.position == 3 and not mark.blocked
 
 
 def test_watermark_skips_a_gap_whose_writer_rolled_back():
     mark = Watermark(0)
-    assert mark.advance([row(2)], frozenset({7})) == []
+    assert mark.advance([row(2)], frozenset({7}), 8, lambda: 9) == []
     # Transaction 7 is gone and id 1 never appeared: it rolled back.
-    assert mark.advance([row(2)], frozenset({8})) == [row(2)]
+    assert mark.advance([row(2)], frozenset({10}), 11, never) == [row(2)]
 
 
-def test_watermark_takes_a_gap_with_nothing_running_as_final():
-    assert Watermark(5).advance([row(9)], frozenset()) == [row(9)]
+def test_watermark_takes_a_gap_with_nothing_possibly_running_as_final():
+    # Nothing listed, and no transaction id was drawn between the newest
+    # completed one and the horizon: nobody can own ids 6 to 8.
+    assert Watermark(5).advance([row(9)], frozenset(), 20, lambda: 20) == [row(9)]
+
+
+def test_watermark_counts_unlisted_transactions_below_the_horizon_as_owners():
+    mark = Watermark(0)
+    # Nothing listed, but ids 20..24 were drawn by transactions that may run.
+    assert mark.advance([row(2)], frozenset(), 20, lambda: 25) == []
+    # Later, 22 is listed as running: it may own id 1.
+    assert mark.advance([row(2)], frozenset({22, 30}), 31, never) == []
+    # 22 finished; 30 started after the gap was seen and cannot own it.
+    assert mark.advance([row(2)], frozenset({30}), 31, never) == [row(2)]
 
 
 def test_watermark_remembers_the_first_owners_of_a_gap():
     mark = Watermark(0)
-    assert mark.advance([row(3)], frozenset({1})) == []
-    # Transaction 2 started after the gap was seen: it cannot own id 1 or 2.
-    assert mark.advance([row(3)], frozenset({2})) == [row(3)]
+    assert mark.advance([row(3)], frozenset({1}), 2, lambda: 3) == []
+    # Transaction 4 started after the gap was seen: it cannot own id 1 or 2.
+    assert mark.advance([row(3)], frozenset({4}), 5, never) == [row(3)]
 
 
 def test_watermark_without_hold_back_behaves_like_odoo():
     mark = Watermark(0, hold_back_gaps=False)
-    assert mark.advance([row(1), row(3)], frozenset({100})) == [row(1), row(3)]
-    assert mark.advance([row(2), row(3)], frozenset()) == []
+    assert mark.advance([row(1), row(3)], frozenset({100}), 101, never) == [row(1), row(3)]
+    assert mark.advance([row(2), row(3)], frozenset(), 101, never) == []

@@ -125,8 +125,8 @@ class RaceDispatcher(Dispatcher):
         self.on_gap = on_gap
         self.injected = False
 
-    def _collect(self, channels, last, timeout):
-        entries = super()._collect(channels, last, timeout)
+    def _collect(self, channels, last):
+        entries = super()._collect(channels, last)
         if not self.injected:
             self.injected = True
             self.on_gap()

@@ -64,9 +64,14 @@ class BusApp:
         """Register ``handler(request, params) -> result`` as a JSON-RPC route."""
         def decorator(handler: Callable[[Request, dict], Any]) -> Callable:
             max_body = self.settings.max_body
-            self._add(path, ["POST"], lambda request: serve_call(handler, request, max_body))
+            self._add(path, ["POST"], lambda request: self.finish_response(request, serve_call(handler, request, max_body)))
             return handler
         return decorator
+
+    def finish_response(self, request: Request, response: Response) -> Response:
+        """Last touch on every JSON-RPC answer; override to add headers or
+        cookies that a handler asked for (mail sets its session cookie here)."""
+        return response
 
     def http_route(self, path: str, methods: Iterable[str] = ("GET",)) -> Callable:
         """Register ``handler(request) -> Response`` as a plain HTTP route."""

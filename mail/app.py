@@ -9,15 +9,15 @@ from __future__ import annotations
 import logging
 import math
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 import psycopg2
-from werkzeug.wrappers import Request
+from werkzeug.wrappers import Request, Response
 
 from bus.app import BusApp
 from bus.channels import BROADCAST, Target
 from bus.config import Settings, database_url_from_env
-from bus.jsonrpc import InvalidParams, param, serve_call
+from bus.jsonrpc import InvalidParams, param
 
 from . import channels, controllers, presence, schema
 from .message_body import DEFAULT_MAX_BODY_BYTES
@@ -51,17 +51,9 @@ class MailApp(BusApp):
         super().install_schema()
         schema.install(self.database)
 
-    def json_route(self, path: str) -> Callable:
-        """Like the bus's, plus the session cookie a handler asked to set or clear."""
-        def decorator(handler: Callable[[Request, dict], Any]) -> Callable:
-            max_body = self.settings.max_body
-
-            def view(request: Request):
-                return self.sessions.apply(request, serve_call(handler, request, max_body))
-
-            self.http_route(path, methods=("POST",))(view)
-            return handler
-        return decorator
+    def finish_response(self, request: Request, response: Response) -> Response:
+        """Set or clear the session cookie if the handler asked to."""
+        return self.sessions.apply(request, response)
 
     def subscriptions(self, request: Request, names: list[str], options: dict) -> list[Target]:
         """Derived from the database on every poll, never trusted from the

@@ -25,21 +25,24 @@ def _with_db(url: str, name: str) -> str:
     return psycopg2.extensions.make_dsn(**params)
 
 
-def create_database(server_url: str, name: str) -> str:
+def _admin_execute(server_url: str, statement: str) -> None:
+    """CREATE/DROP DATABASE cannot run in a transaction: autocommit."""
     conn = psycopg2.connect(server_url)
     conn.autocommit = True
-    with conn.cursor() as cr:
-        cr.execute(f'CREATE DATABASE "{name}"')
-    conn.close()
+    try:
+        with conn.cursor() as cr:
+            cr.execute(statement)
+    finally:
+        conn.close()
+
+
+def create_database(server_url: str, name: str) -> str:
+    _admin_execute(server_url, f'CREATE DATABASE "{name}"')
     return _with_db(server_url, name)
 
 
 def drop_database(server_url: str, name: str) -> None:
-    conn = psycopg2.connect(server_url)
-    conn.autocommit = True
-    with conn.cursor() as cr:
-        cr.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    conn.close()
+    _admin_execute(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 class HttpServer:

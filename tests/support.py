@@ -25,8 +25,8 @@ def _with_db(url: str, name: str) -> str:
     return psycopg2.extensions.make_dsn(**params)
 
 
-def _admin_execute(server_url: str, statement: str) -> None:
-    """CREATE/DROP DATABASE cannot run in a transaction: autocommit."""
+def admin_execute(server_url: str, statement: str) -> None:
+    """Run a statement outside any transaction (CREATE/DROP/ALTER DATABASE)."""
     conn = psycopg2.connect(server_url)
     conn.autocommit = True
     try:
@@ -37,12 +37,12 @@ def _admin_execute(server_url: str, statement: str) -> None:
 
 
 def create_database(server_url: str, name: str) -> str:
-    _admin_execute(server_url, f'CREATE DATABASE "{name}"')
+    admin_execute(server_url, f'CREATE DATABASE "{name}"')
     return _with_db(server_url, name)
 
 
 def drop_database(server_url: str, name: str) -> None:
-    _admin_execute(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    admin_execute(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 class HttpServer:

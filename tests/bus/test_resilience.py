@@ -12,7 +12,7 @@ import requests
 
 from bus import create_app, sendone
 from bus.embedded_postgres import EmbeddedPostgres
-from tests.support import ParkedPoll, create_database, listener_pids, poll, rpc, wait_for
+from tests.support import ParkedPoll, admin_execute, create_database, listener_pids, poll, rpc, wait_for
 
 
 def post(app, channel, payload):
@@ -27,16 +27,6 @@ def first_poll(app, url, channel):
     entries = poll(url, [channel], 0)
     assert [e["message"]["payload"] for e in entries] == ["seed"]
     return entries[-1]["id"]
-
-
-def admin_execute(url, sql):
-    conn = psycopg2.connect(url)
-    conn.autocommit = True
-    try:
-        with conn.cursor() as cr:
-            cr.execute(sql)
-    finally:
-        conn.close()
 
 
 def park(app, url, channels, last):

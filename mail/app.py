@@ -32,19 +32,24 @@ class MailApp(BusApp):
     """A WSGI callable serving the bus and the chat.
 
     ``clock`` returns the current naive UTC datetime; presence is computed
-    with it, so tests can move time without sleeping.
+    with it, so tests can move time without sleeping. Every
+    ``presence_sweep_interval`` seconds, from the first poll until
+    :meth:`close`, the app pushes the statuses that changed by silence.
     """
 
     resubscribe_types = frozenset({channels.JOINED_TYPE})
 
     def __init__(self, settings: Settings, *, secret_key: Optional[str] = None,
                  max_message_body: int = DEFAULT_MAX_BODY_BYTES, clock: Optional[presence.Clock] = None,
-                 static_dir: Optional[Path] = None) -> None:
+                 static_dir: Optional[Path] = None, presence_sweep_interval: float = presence.SWEEP_INTERVAL) -> None:
         self.clock = clock or presence.utc_now
         self.max_message_body = max_message_body
         self.static_dir = Path(static_dir) if static_dir else STATIC_DIR
         super().__init__(settings)
         self.sessions = SessionCodec(load_secret(self.database, secret_key))
+        self.presence = presence.PresenceTracker(self.database)
+        self.presence_sweeper = presence.PresenceSweeper(self.database, self.presence, self.clock,
+                                                         presence_sweep_interval)
         controllers.register(self)
 
     def install_schema(self) -> None:
@@ -65,24 +70,32 @@ class MailApp(BusApp):
             raise InvalidParams("'bus_inactivity' is a number of milliseconds")
         # A name with a NUL character cannot be a uuid (nor be sent to PostgreSQL).
         names = [name for name in names if "\x00" not in name]
-        partner_id, channel_ids, public_uuids = channels.poll_targets(self.database, self.sessions.uid(request), names)
+        self.presence_sweeper.start()
+        partner_id, channel_ids, public_uuids = channels.poll_targets(
+            self.database, self.sessions.session(request), names)
         targets: list[Target] = [BROADCAST, *public_uuids]
         if partner_id is None:
             return targets
         targets.append(("res.partner", partner_id))
         targets.extend(("mail.channel", channel_id) for channel_id in channel_ids)
         try:
-            presence.update(self.database, partner_id, inactivity, self.clock())
+            self.presence.poll(partner_id, inactivity, self.clock())
         except (psycopg2.extensions.TransactionRollbackError, psycopg2.IntegrityError):
             # Presence is best effort: a poll must not fail because another
             # request touched the same row or removed the partner meanwhile.
             _logger.info("presence of partner %s not updated", partner_id, exc_info=True)
         return targets
 
+    def close(self) -> None:
+        """Stop the presence sweeps before the pool they use closes."""
+        self.presence_sweeper.stop()
+        super().close()
+
 
 def create_app(database_url: Optional[str] = None, *, secret_key: Optional[str] = None,
                max_message_body: int = DEFAULT_MAX_BODY_BYTES, clock: Optional[presence.Clock] = None,
-               static_dir: Optional[Path] = None, **settings: Any) -> MailApp:
+               static_dir: Optional[Path] = None, presence_sweep_interval: float = presence.SWEEP_INTERVAL,
+               **settings: Any) -> MailApp:
     """Build the chat application; ``database_url`` defaults to ``$DATABASE_URL``.
     Other keywords are :class:`bus.config.Settings` fields."""
     if database_url is None:
@@ -90,4 +103,5 @@ def create_app(database_url: Optional[str] = None, *, secret_key: Optional[str] 
     if database_url is None:
         raise RuntimeError("no database configured: pass database_url or set DATABASE_URL")
     return MailApp(Settings(database_url=database_url, **settings), secret_key=secret_key,
-                   max_message_body=max_message_body, clock=clock, static_dir=static_dir)
+                   max_message_body=max_message_body, clock=clock, static_dir=static_dir,
+                   presence_sweep_interval=presence_sweep_interval)

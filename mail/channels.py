@@ -18,6 +18,7 @@ from bus.jsonrpc import InvalidParams, NotFound
 from bus.models import sendmany, sendone
 
 from . import presence, users
+from .sessions import Session
 
 JOINED_TYPE = "mail.channel/joined"
 SEEN_TYPE = "mail.channel.partner/seen"
@@ -175,6 +176,29 @@ def get_or_create_chat(tx: Transaction, partner_id: int, other_partner_id: int, 
     return channel_infos(tx, [channel_id], partner_id, now)[0]
 
 
+def create_group(tx: Transaction, partner_id: int, other_partner_ids: list[int], now: datetime) -> dict:
+    """A private conversation between the caller and ``other_partner_ids``,
+    always a new one (unlike a chat, two groups of the same people may
+    coexist). It is named after its members, and every member's open
+    clients are told at once, the creator's other tabs included."""
+    member_ids = sorted({partner_id, *other_partner_ids})
+    names = users.partner_names(tx, member_ids)
+    unknown = set(member_ids) - set(names)
+    if unknown:
+        raise InvalidParams(f"unknown partners: {sorted(unknown)}")
+    if len(member_ids) < 2:
+        raise InvalidParams("a group needs at least one other partner")
+    name = ", ".join(sorted(names.values()))
+    if len(name) > MAX_NAME_LENGTH:
+        name = name[: MAX_NAME_LENGTH - 1] + "…"
+    channel_id = tx.execute(
+        "INSERT INTO mail_channel (name, channel_type, public, uuid) VALUES (%s, 'group', 'private', %s) RETURNING id",
+        (name, str(uuid.uuid4())),
+    ).fetchone()[0]
+    _announce_joined(tx, channel_id, _insert_members(tx, channel_id, member_ids), now)
+    return channel_infos(tx, [channel_id], partner_id, now)[0]
+
+
 def search_public(tx: Transaction, partner_id: int, now: datetime) -> list[dict]:
     """Every public channel, each flagged with whether the caller is a member."""
     ids = [row[0] for row in tx.execute(
@@ -289,22 +313,25 @@ def notify_typing(tx: Transaction, channel: Channel, partner_id: int, partner_na
     })
 
 
-def poll_targets(database: Database, uid: Optional[int], names: list[str]) -> tuple[Optional[int], list[int], list[str]]:
+def poll_targets(database: Database, session: Optional[Session],
+                 names: list[str]) -> tuple[Optional[int], list[int], list[str]]:
     """What a poll may listen to, in one query: the caller's partner id (None
-    if anonymous or unknown), the channels it belongs to, and which of the
-    ``names`` it asked for are uuids of public channels it does *not* belong
-    to (a member already hears the channel itself; hearing the uuid too
-    would deliver every message twice)."""
+    if anonymous, unknown or logged out since the cookie was signed), the
+    channels it belongs to, and which of the ``names`` it asked for are uuids
+    of public channels it does *not* belong to (a member already hears the
+    channel itself; hearing the uuid too would deliver every message twice)."""
+    uid, version = (session.uid, session.version) if session is not None else (None, None)
     with database.cursor() as cr:
         cr.execute(
-            "SELECT u.partner_id, m.channel_id, NULL FROM res_users u"
-            " LEFT JOIN mail_channel_partner m ON m.partner_id = u.partner_id WHERE u.id = %(uid)s"
+            "WITH caller AS (SELECT partner_id FROM res_users WHERE id = %(uid)s AND session_version = %(sv)s)"
+            " SELECT c.partner_id, m.channel_id, NULL FROM caller c"
+            " LEFT JOIN mail_channel_partner m ON m.partner_id = c.partner_id"
             " UNION ALL"
-            " SELECT NULL, NULL, c.uuid FROM mail_channel c"
-            " WHERE c.uuid = ANY(%(names)s) AND c.channel_type = 'channel' AND c.public = 'public'"
-            " AND NOT EXISTS (SELECT 1 FROM mail_channel_partner m JOIN res_users u ON u.partner_id = m.partner_id"
-            " WHERE u.id = %(uid)s AND m.channel_id = c.id)",
-            {"uid": uid, "names": list(names)},
+            " SELECT NULL, NULL, ch.uuid FROM mail_channel ch"
+            " WHERE ch.uuid = ANY(%(names)s) AND ch.channel_type = 'channel' AND ch.public = 'public'"
+            " AND NOT EXISTS (SELECT 1 FROM mail_channel_partner m JOIN caller c ON c.partner_id = m.partner_id"
+            " WHERE m.channel_id = ch.id)",
+            {"uid": uid, "sv": version, "names": list(names)},
         )
         rows = cr.fetchall()
     partner_id = next((row[0] for row in rows if row[0] is not None), None)

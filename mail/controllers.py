@@ -11,6 +11,7 @@ from bus.database import Transaction
 from bus.jsonrpc import AccessDenied, InvalidParams, SessionExpired, param
 
 from . import channels, messages, presence, users
+from .sessions import Session
 from .users import User
 
 if TYPE_CHECKING:
@@ -48,20 +49,21 @@ def register(app: "MailApp") -> None:
         does: an anonymous caller learns nothing but "log in", and the client
         reacts to that error (code 100) by showing the login screen.
         """
-        def decorator(handler: Callable[[Request, dict, int], Any]) -> Callable:
+        def decorator(handler: Callable[[Request, dict, Session], Any]) -> Callable:
             def checked(request: Request, params: dict) -> Any:
-                uid = app.sessions.uid(request)
-                if uid is None:
+                session = app.sessions.session(request)
+                if session is None:
                     raise SessionExpired("session expired: log in again")
-                return handler(request, params, uid)
+                return handler(request, params, session)
 
             app.json_route(path)(checked)
             return handler
         return decorator
 
-    def current_user(tx: Transaction, uid: int) -> User:
-        """The user behind a valid cookie, unless it was deleted since."""
-        user = users.get_user(tx, uid)
+    def current_user(tx: Transaction, session: Session) -> User:
+        """The user behind a valid cookie, unless it was deleted or logged
+        out since."""
+        user = users.get_user(tx, session)
         if user is None:
             raise SessionExpired("session expired: log in again")
         return user
@@ -79,35 +81,38 @@ def register(app: "MailApp") -> None:
             user = users.authenticate(tx, login, password)
         if user is None:
             raise AccessDenied("wrong login, password or database")
-        app.sessions.remember(request, user.id)
+        app.sessions.remember(request, user.session)
         return {**user.info(), "db": database.dbname}
 
     @app.json_route("/web/session/get_session_info")
     def get_session_info(request: Request, params: dict) -> Any:
-        uid = app.sessions.uid(request)
+        session = app.sessions.session(request)
         with database.transaction() as tx:
-            user = users.get_user(tx, uid) if uid is not None else None
+            user = users.get_user(tx, session) if session is not None else None
         if user is None:
             return {"uid": False, "name": False, "username": False, "partner_id": False, "db": database.dbname}
         return {**user.info(), "db": database.dbname}
 
     @app.json_route("/web/session/destroy")
     def destroy(request: Request, params: dict) -> Any:
-        uid = app.sessions.uid(request)
+        session = app.sessions.session(request)
         with database.transaction() as tx:
-            user = users.get_user(tx, uid) if uid is not None else None
+            user = users.get_user(tx, session) if session is not None else None
             if user is not None:
+                users.end_sessions(tx, user)
                 presence.disconnect(tx, user.partner_id)
+        if user is not None:
+            app.presence.forget(user.partner_id)
         app.sessions.forget(request)
         return None
 
     # -- messaging ---------------------------------------------------------------
 
     @user_route("/mail/init_messaging")
-    def init_messaging(request: Request, params: dict, uid: int) -> Any:
+    def init_messaging(request: Request, params: dict, session: Session) -> Any:
         now = app.clock()
         with database.transaction() as tx:
-            user = current_user(tx, uid)
+            user = current_user(tx, session)
             channel_ids = channels.partner_channel_ids(tx, user.partner_id)
             return {
                 "current_partner": {"id": user.partner_id, "name": user.name},
@@ -116,7 +121,7 @@ def register(app: "MailApp") -> None:
             }
 
     @user_route("/mail/message/post")
-    def message_post(request: Request, params: dict, uid: int) -> Any:
+    def message_post(request: Request, params: dict, session: Session) -> Any:
         thread_model = text(params, "thread_model", required=True)
         thread_id = param(params, "thread_id", int, required=True)
         post_data = param(params, "post_data", dict, required=True)
@@ -130,7 +135,7 @@ def register(app: "MailApp") -> None:
             raise InvalidParams("this server does not store attachments")
         parent_id = param(post_data, "parent_id", int, None)
         with database.transaction() as tx:
-            user = current_user(tx, uid)
+            user = current_user(tx, session)
             channel = channels.member_channel(tx, thread_id, user.partner_id)
             return messages.message_post(
                 tx, channel, user.partner_id, body,
@@ -139,7 +144,7 @@ def register(app: "MailApp") -> None:
             )
 
     @user_route("/mail/channel/messages")
-    def channel_messages(request: Request, params: dict, uid: int) -> Any:
+    def channel_messages(request: Request, params: dict, session: Session) -> Any:
         channel_id = param(params, "channel_id", int, required=True)
         max_id = param(params, "max_id", int, None)
         min_id = param(params, "min_id", int, None)
@@ -147,25 +152,25 @@ def register(app: "MailApp") -> None:
         if limit < 1:
             raise InvalidParams("'limit' must be positive")
         with database.transaction() as tx:
-            user = current_user(tx, uid)
+            user = current_user(tx, session)
             channel = channels.member_channel(tx, channel_id, user.partner_id)
             return messages.channel_messages(tx, channel, max_id=max_id, min_id=min_id, limit=limit)
 
     @user_route("/mail/channel/set_last_seen_message")
-    def set_last_seen_message(request: Request, params: dict, uid: int) -> Any:
+    def set_last_seen_message(request: Request, params: dict, session: Session) -> Any:
         channel_id = param(params, "channel_id", int, required=True)
         last_message_id = param(params, "last_message_id", int, required=True)
         with database.transaction() as tx:
-            user = current_user(tx, uid)
+            user = current_user(tx, session)
             channel = channels.member_channel(tx, channel_id, user.partner_id)
             return channels.set_last_seen(tx, channel, user.partner_id, last_message_id)
 
     @user_route("/mail/channel/notify_typing")
-    def notify_typing(request: Request, params: dict, uid: int) -> Any:
+    def notify_typing(request: Request, params: dict, session: Session) -> Any:
         channel_id = param(params, "channel_id", int, required=True)
         is_typing = param(params, "is_typing", bool, required=True)
         with database.transaction() as tx:
-            user = current_user(tx, uid)
+            user = current_user(tx, session)
             channel = channels.member_channel(tx, channel_id, user.partner_id)
             channels.notify_typing(tx, channel, user.partner_id, user.name, is_typing)
         return True
@@ -173,69 +178,77 @@ def register(app: "MailApp") -> None:
     # -- channels -------------------------------------------------------------------
 
     @user_route("/mail/channel/create")
-    def create_channel(request: Request, params: dict, uid: int) -> Any:
+    def create_channel(request: Request, params: dict, session: Session) -> Any:
         name = text(params, "name", required=True)
         privacy = text(params, "privacy", "public")
         description = text(params, "description", None)
         now = app.clock()
         with database.transaction() as tx:
-            user = current_user(tx, uid)
+            user = current_user(tx, session)
             channel_id = channels.create_channel(tx, user.partner_id, name, privacy, description)
             return channels.channel_infos(tx, [channel_id], user.partner_id, now)[0]
 
     @user_route("/mail/channel/join")
-    def join(request: Request, params: dict, uid: int) -> Any:
+    def join(request: Request, params: dict, session: Session) -> Any:
         channel_id = param(params, "channel_id", int, required=True)
         now = app.clock()
         with database.transaction() as tx:
-            user = current_user(tx, uid)
+            user = current_user(tx, session)
             return channels.join(tx, channel_id, user.partner_id, now)
 
     @user_route("/mail/channel/add_members")
-    def add_members(request: Request, params: dict, uid: int) -> Any:
+    def add_members(request: Request, params: dict, session: Session) -> Any:
         channel_id = param(params, "channel_id", int, required=True)
         partner_ids = int_list(params, "partner_ids")
         now = app.clock()
         with database.transaction() as tx:
-            user = current_user(tx, uid)
+            user = current_user(tx, session)
             return channels.add_members(tx, channel_id, user.partner_id, partner_ids, now)
 
     @user_route("/mail/channel/get_or_create_chat")
-    def get_or_create_chat(request: Request, params: dict, uid: int) -> Any:
+    def get_or_create_chat(request: Request, params: dict, session: Session) -> Any:
         partner_ids = int_list(params, "partner_ids")
         now = app.clock()
         with database.transaction() as tx:
-            user = current_user(tx, uid)
+            user = current_user(tx, session)
             others = set(partner_ids) - {user.partner_id}
             if len(others) > 1:
                 raise InvalidParams("a chat is between two people: give one partner id")
             other = others.pop() if others else user.partner_id
             return channels.get_or_create_chat(tx, user.partner_id, other, now)
 
-    @user_route("/mail/channel/search_public")
-    def search_public(request: Request, params: dict, uid: int) -> Any:
+    @user_route("/mail/channel/create_group")
+    def create_group(request: Request, params: dict, session: Session) -> Any:
+        partner_ids = int_list(params, "partner_ids")
         now = app.clock()
         with database.transaction() as tx:
-            user = current_user(tx, uid)
+            user = current_user(tx, session)
+            return channels.create_group(tx, user.partner_id, partner_ids, now)
+
+    @user_route("/mail/channel/search_public")
+    def search_public(request: Request, params: dict, session: Session) -> Any:
+        now = app.clock()
+        with database.transaction() as tx:
+            user = current_user(tx, session)
             return channels.search_public(tx, user.partner_id, now)
 
     @user_route("/mail/partner/search")
-    def partner_search(request: Request, params: dict, uid: int) -> Any:
+    def partner_search(request: Request, params: dict, session: Session) -> Any:
         term = text(params, "term", "")
         limit = min(max(param(params, "limit", int, 20), 1), MAX_PARTNER_SEARCH)
         now = app.clock()
         with database.transaction() as tx:
-            current_user(tx, uid)
+            current_user(tx, session)
             found = users.search_partners(tx, term.strip(), limit)
             status = presence.statuses(tx, [pid for pid, _ in found], now)
         return [{"id": pid, "name": name, "im_status": status[pid]} for pid, name in found]
 
     @user_route("/longpolling/im_status")
-    def im_status(request: Request, params: dict, uid: int) -> Any:
+    def im_status(request: Request, params: dict, session: Session) -> Any:
         partner_ids = int_list(params, "partner_ids")
         now = app.clock()
         with database.transaction() as tx:
-            current_user(tx, uid)
+            current_user(tx, session)
             known = users.existing_partner_ids(tx, partner_ids)
             status = presence.statuses(tx, sorted(known), now)
         return [{"id": pid, "im_status": value} for pid, value in status.items()]

@@ -66,6 +66,13 @@ def has_content(clean: str) -> bool:
 
 
 def preview(clean: str, length: int = 45) -> str:
-    """The first words of a body as plain text, for replies."""
+    """The first words of a body as plain text, for replies (``parent_id``'s
+    name in a formatted message).
+
+    Plain text, entities decoded: ``a < b`` comes out as ``a < b``. Like
+    every record name on the wire it is text, to be inserted with
+    ``textContent`` and never rendered as HTML; escaping it here would show
+    ``&lt;`` to clients that (rightly) treat names as text.
+    """
     text = " ".join(html.unescape(nh3.clean(clean.replace("<br>", " "), tags=set())).split())
     return text if len(text) <= length else text[: length - 1] + "…"

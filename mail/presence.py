@@ -1,30 +1,42 @@
-"""Who is online: every poll refreshes the caller's presence row, and a
-status is derived from how recent that row is.
+"""Who is online: polls refresh the caller's presence row, and a status is
+derived from how recent that row is.
 
 The rules are Odoo's: a partner who has not polled for 55 s is ``offline``
 (a client polls at least every 50 s), one whose user has not touched the
 page for 30 min is ``away``, otherwise ``online``. Time always comes in as
 a ``now`` argument so that tests check the timers without sleeping.
 
-Status changes caused by a poll (offline → online, away → online...) and by
-a logout are pushed as ``bus/im_status`` ``{"id", "partner_id", "im_status"}``
-on every channel the partner belongs to. Going offline by silence is not
-pushed (nothing runs when nobody polls); clients ask ``/longpolling/im_status``
-for that, as Odoo 15's do.
+Every status change is pushed as ``bus/im_status`` ``{"id", "partner_id",
+"im_status"}`` on every channel the partner belongs to: changes caused by a
+poll (offline → online, away → online...) by that poll, a logout by the
+logout, and changes caused by silence (→ offline, → away) by :func:`sweep`,
+which :class:`PresenceSweeper` runs periodically. The ``pushed_status``
+column records what was last announced; each writer claims a transition by
+changing it in the same statement that reads it, so that concurrent polls
+and the sweeps of several processes push each change once.
 """
 from __future__ import annotations
 
+import logging
+import threading
 from datetime import datetime, timedelta, timezone
 from typing import Callable, Iterable, Optional
 
-from bus.database import Database, Transaction
+import psycopg2
+
+from bus.database import Database, DatabaseUnavailable, Transaction
 from bus.models import sendmany
+
+_logger = logging.getLogger(__name__)
 
 DISCONNECTION_TIMER = timedelta(seconds=55)
 AWAY_TIMER = timedelta(minutes=30)
 #: A presence row younger than this is not rewritten: a client polling in a
 #: tight loop (or many tabs) would otherwise write on every poll.
 UPDATE_INTERVAL = timedelta(seconds=5)
+#: How often a process looks for partners who went silent or idle. The status
+#: a client asks for is always exact; this is how late the push may be.
+SWEEP_INTERVAL = 10.0
 
 MAX_INACTIVITY = timedelta(days=1)
 
@@ -56,53 +68,213 @@ def statuses(tx: Transaction, partner_ids: Iterable[int], now: datetime) -> dict
     return {partner_id: found.get(partner_id, "offline") for partner_id in ids}
 
 
-def update(database: Database, partner_id: int, inactivity_ms: float, now: datetime) -> Optional[str]:
-    """Record a poll; return the new status when it changed (and was pushed).
+def last_presence(inactivity_ms: float, now: datetime) -> datetime:
+    """When the user last touched the page, from the inactivity a client reports.
 
-    One short transaction of its own, so a poll never holds a row lock while
-    it waits. ``INSERT ... ON CONFLICT DO UPDATE`` cannot fail on a concurrent
-    poll of the same partner (it waits for the other writer instead), and the
-    ``WHERE`` skips rows refreshed less than :data:`UPDATE_INTERVAL` ago
-    unless the user became active again. Several tabs report different
-    inactivity; the most recent activity wins.
+    Beyond a day the exact figure changes no status; capping it keeps the
+    datetime arithmetic in range whatever a client reports.
     """
-    # Beyond a day the exact figure changes no status; capping it keeps the
-    # datetime arithmetic in range whatever a client reports.
     max_ms = MAX_INACTIVITY / timedelta(milliseconds=1)
-    last_presence = now - timedelta(milliseconds=min(max(inactivity_ms, 0), max_ms))
-    with database.transaction() as tx:
-        row = tx.execute(
-            "WITH previous AS (SELECT last_poll, last_presence FROM bus_presence WHERE partner_id = %(pid)s)"
-            " INSERT INTO bus_presence AS p (partner_id, last_poll, last_presence)"
-            " VALUES (%(pid)s, %(now)s, %(presence)s)"
-            " ON CONFLICT (partner_id) DO UPDATE SET last_poll = EXCLUDED.last_poll,"
-            "  last_presence = GREATEST(EXCLUDED.last_presence, p.last_presence)"
-            " WHERE p.last_poll < %(now)s - %(interval)s OR p.last_presence < EXCLUDED.last_presence - %(interval)s"
-            " RETURNING (SELECT last_poll FROM previous), (SELECT last_presence FROM previous),"
-            "  p.last_poll, p.last_presence",
-            {"pid": partner_id, "now": now, "presence": last_presence, "interval": UPDATE_INTERVAL},
+    return now - timedelta(milliseconds=min(max(inactivity_ms, 0), max_ms))
+
+
+def record_poll(tx: Transaction, partner_id: int, presence: datetime, now: datetime) -> Optional[str]:
+    """Write a poll into ``tx`` unless the row is fresh; return the new status
+    when it changed (and was pushed).
+
+    A fresh row (polled less than :data:`UPDATE_INTERVAL` ago, no newer
+    activity) costs two reads and no transaction id: the refreshing UPDATE
+    locks only rows that need the write, and the INSERT for a first poll
+    stops at the unique index before writing anything. The UPDATE claims the
+    status change itself: its locked sub-select reads the ``pushed_status``
+    a concurrent poll may just have committed, so of two polls only one sees
+    the change. Several tabs report different inactivity; the most recent
+    activity wins.
+    """
+    params = {"pid": partner_id, "now": now, "presence": presence, "interval": UPDATE_INTERVAL,
+              "away": now - AWAY_TIMER}
+    row = tx.execute(
+        "UPDATE bus_presence p SET last_poll = %(now)s,"
+        " last_presence = GREATEST(p.last_presence, %(presence)s),"
+        " pushed_status = CASE WHEN GREATEST(p.last_presence, %(presence)s) < %(away)s"
+        "  THEN 'away' ELSE 'online' END"
+        " FROM (SELECT id, pushed_status, last_poll, last_presence FROM bus_presence WHERE partner_id = %(pid)s"
+        "  AND (last_poll < %(now)s - %(interval)s OR last_presence < %(presence)s - %(interval)s)"
+        "  FOR UPDATE) AS old"
+        " WHERE p.id = old.id RETURNING old.pushed_status, old.last_poll, old.last_presence, p.pushed_status",
+        params,
+    ).fetchone()
+    if row is not None:
+        pushed, old_poll, old_presence, status = row
+        # A change the sweep has not announced yet (silent for 55 s, but no
+        # sweep since) is still a change for whoever asked im_status meanwhile.
+        if status == pushed and status == im_status(old_poll, old_presence, now):
+            return None
+    else:
+        status = im_status(now, presence, now)
+        inserted = tx.execute(
+            "INSERT INTO bus_presence (partner_id, last_poll, last_presence, pushed_status)"
+            " VALUES (%(pid)s, %(now)s, %(presence)s, %(status)s) ON CONFLICT (partner_id) DO NOTHING RETURNING id",
+            {**params, "status": status},
         ).fetchone()
-        if row is None:
+        if inserted is None:
             return None
-        before = im_status(row[0], row[1], now)
-        after = im_status(row[2], row[3], now)
-        if before == after:
-            return None
-        push_status(tx, partner_id, after)
-        return after
+    push_statuses(tx, {partner_id: status})
+    return status
+
+
+def update(database: Database, partner_id: int, inactivity_ms: float, now: datetime) -> Optional[str]:
+    """Record a poll in a short transaction of its own, so a poll never holds
+    a row lock while it waits; see :func:`record_poll`."""
+    with database.transaction() as tx:
+        return record_poll(tx, partner_id, last_presence(inactivity_ms, now), now)
+
+
+def sweep(database: Database, now: datetime) -> dict[int, str]:
+    """Claim and push the changes nobody's poll causes: partners silent for
+    :data:`DISCONNECTION_TIMER` go ``offline``, partners still polling but
+    idle for :data:`AWAY_TIMER` go ``away``. Returns what was pushed.
+
+    The UPDATE is the claim: a concurrent sweep waits for the row and then
+    finds ``pushed_status`` already changed, and the notifications commit
+    with it, so each change is pushed once whatever the number of processes.
+    """
+    offline_before, away_before = now - DISCONNECTION_TIMER, now - AWAY_TIMER
+    with database.transaction() as tx:
+        rows = tx.execute(
+            "UPDATE bus_presence SET pushed_status = CASE WHEN last_poll < %(offline)s THEN 'offline' ELSE 'away' END"
+            " WHERE (last_poll < %(offline)s AND pushed_status <> 'offline')"
+            " OR (last_poll >= %(offline)s AND last_presence < %(away)s AND pushed_status = 'online')"
+            " RETURNING partner_id, pushed_status",
+            {"offline": offline_before, "away": away_before},
+        ).fetchall()
+        changes = dict(rows)
+        push_statuses(tx, changes)
+    return changes
 
 
 def disconnect(tx: Transaction, partner_id: int) -> None:
     """Mark a partner offline at once (logout) and tell their channels."""
-    deleted = tx.execute("DELETE FROM bus_presence WHERE partner_id = %s RETURNING id", (partner_id,)).fetchone()
-    if deleted:
-        push_status(tx, partner_id, "offline")
+    deleted = tx.execute(
+        "DELETE FROM bus_presence WHERE partner_id = %s RETURNING pushed_status", (partner_id,)
+    ).fetchone()
+    if deleted and deleted[0] != "offline":
+        push_statuses(tx, {partner_id: "offline"})
 
 
-def push_status(tx: Transaction, partner_id: int, status: str) -> None:
-    rows = tx.execute("SELECT channel_id FROM mail_channel_partner WHERE partner_id = %s", (partner_id,)).fetchall()
-    payload = {"id": partner_id, "partner_id": partner_id, "im_status": status}
-    # The partner's own clients listen to these channels too; their partner
-    # channel is only needed when they belong to none (one copy per poller).
-    targets = [("mail.channel", channel_id) for (channel_id,) in rows] or [("res.partner", partner_id)]
-    sendmany(tx, [(target, IM_STATUS_TYPE, payload) for target in targets])
+def push_statuses(tx: Transaction, changes: dict[int, str]) -> None:
+    """Queue ``bus/im_status`` for each changed partner on each of its channels."""
+    if not changes:
+        return
+    rows = tx.execute(
+        "SELECT partner_id, channel_id FROM mail_channel_partner WHERE partner_id = ANY(%s)"
+        " ORDER BY partner_id, channel_id",
+        (sorted(changes),),
+    ).fetchall()
+    channels: dict[int, list[int]] = {}
+    for partner_id, channel_id in rows:
+        channels.setdefault(partner_id, []).append(channel_id)
+    notifications = []
+    for partner_id, status in sorted(changes.items()):
+        payload = {"id": partner_id, "partner_id": partner_id, "im_status": status}
+        # The partner's own clients listen to these channels too; their
+        # partner channel is only needed when they belong to none (one copy
+        # per poller).
+        targets = [("mail.channel", cid) for cid in channels.get(partner_id, [])] or [("res.partner", partner_id)]
+        notifications.extend((target, IM_STATUS_TYPE, payload) for target in targets)
+    sendmany(tx, notifications)
+
+
+class PresenceTracker:
+    """One process's presence writer: remembers what it wrote, so that the
+    polls of a partner whose row it refreshed less than
+    :data:`UPDATE_INTERVAL` ago (and whose activity is not newer) cost no
+    query at all.
+
+    Per application, not per module: two apps in one process (tests, or two
+    databases) must not skip each other's writes. The memory is only a
+    shortcut; another process may have written since, which at worst makes
+    this one write again.
+    """
+
+    def __init__(self, database: Database) -> None:
+        self.database = database
+        self._written: dict[int, tuple[datetime, datetime]] = {}
+
+    def poll(self, partner_id: int, inactivity_ms: float, now: datetime) -> Optional[str]:
+        """Record a poll; return the new status when it changed (and was pushed)."""
+        presence = last_presence(inactivity_ms, now)
+        written = self._written.get(partner_id)
+        # A clock that went backwards proves nothing about freshness: write.
+        if written is not None and timedelta(0) <= now - written[0] < UPDATE_INTERVAL \
+                and presence - written[1] <= UPDATE_INTERVAL:
+            return None
+        with self.database.transaction() as tx:
+            changed = record_poll(tx, partner_id, presence, now)
+        self._written[partner_id] = (now, max(presence, written[1]) if written else presence)
+        return changed
+
+    def forget(self, partner_id: int) -> None:
+        """The row is gone (logout): the next poll must write it again."""
+        self._written.pop(partner_id, None)
+
+    def prune(self, now: datetime) -> None:
+        """Drop what no longer saves a write, so the memory holds only the
+        partners polling right now."""
+        for partner_id, (written_at, _) in list(self._written.items()):
+            if not timedelta(0) <= now - written_at < UPDATE_INTERVAL:
+                self._written.pop(partner_id, None)
+
+
+class PresenceSweeper:
+    """Runs :func:`sweep` every ``interval`` seconds in a daemon thread (a
+    greenlet once gevent has patched the process), from the first poll until
+    :meth:`stop`. Each process of a deployment runs one; the claim in
+    :func:`sweep` keeps them from pushing twice."""
+
+    def __init__(self, database: Database, tracker: PresenceTracker, clock: Clock,
+                 interval: float = SWEEP_INTERVAL) -> None:
+        self.database = database
+        self.tracker = tracker
+        self.clock = clock
+        self.interval = interval
+        self.runs = 0  # completed sweeps, for tests
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._thread: Optional[threading.Thread] = None
+
+    def start(self) -> None:
+        """Start sweeping; cheap to call on every poll."""
+        if self._thread is not None:
+            return
+        with self._lock:
+            if self._thread is None and not self._stop.is_set():
+                thread = threading.Thread(target=self._run, name="imbus-presence-sweeper", daemon=True)
+                thread.start()
+                self._thread = thread
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop for good (also before the first poll, so that a late poll
+        does not restart it after the app was closed)."""
+        with self._lock:
+            self._stop.set()
+            thread = self._thread
+        if thread is not None:
+            thread.join(timeout)
+
+    @property
+    def running(self) -> bool:
+        """Whether the sweeping thread is alive (it starts with the first poll)."""
+        return self._thread is not None and self._thread.is_alive()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            now = self.clock()
+            try:
+                sweep(self.database, now)
+            except (DatabaseUnavailable, psycopg2.Error):
+                # The next round retries; a restarting database must not
+                # end the sweeping for the life of the process.
+                _logger.warning("presence sweep failed", exc_info=True)
+            self.tracker.prune(now)
+            self.runs += 1

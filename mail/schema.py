@@ -22,7 +22,10 @@ CREATE TABLE IF NOT EXISTS res_users (
     id serial PRIMARY KEY,
     login text NOT NULL UNIQUE,
     password text NOT NULL,
-    partner_id integer NOT NULL UNIQUE REFERENCES res_partner (id) ON DELETE CASCADE
+    partner_id integer NOT NULL UNIQUE REFERENCES res_partner (id) ON DELETE CASCADE,
+    -- Signed into every session cookie and bumped on logout: a cookie
+    -- carrying an older value is worth nothing, even a copied one.
+    session_version integer NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS mail_channel (
     id serial PRIMARY KEY,
@@ -73,8 +76,26 @@ CREATE TABLE IF NOT EXISTS bus_presence (
     id serial PRIMARY KEY,
     partner_id integer NOT NULL UNIQUE REFERENCES res_partner (id) ON DELETE CASCADE,
     last_poll timestamp without time zone NOT NULL,
-    last_presence timestamp without time zone NOT NULL
+    last_presence timestamp without time zone NOT NULL,
+    -- The status last announced to the partner's channels. Whoever changes
+    -- it (a poll, or the sweep of any process) pushes the change, so each
+    -- change is pushed exactly once.
+    pushed_status text NOT NULL DEFAULT 'offline' CHECK (pushed_status IN ('online', 'away', 'offline'))
 );
+-- Columns added after the first release. ALTER TABLE locks the table
+-- exclusively even when the column exists, so it only runs when missing: a
+-- process starting next to busy ones must not stall their polls.
+DO $$ BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = 'res_users'::regclass
+                   AND attname = 'session_version' AND NOT attisdropped) THEN
+        ALTER TABLE res_users ADD COLUMN session_version integer NOT NULL DEFAULT 0;
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = 'bus_presence'::regclass
+                   AND attname = 'pushed_status' AND NOT attisdropped) THEN
+        ALTER TABLE bus_presence ADD COLUMN pushed_status text NOT NULL DEFAULT 'offline'
+            CHECK (pushed_status IN ('online', 'away', 'offline'));
+    END IF;
+END $$;
 """
 
 # Not the bus's lock id: both schemas install one after the other at start-up.

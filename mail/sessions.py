@@ -1,8 +1,13 @@
 """Who is calling: a signed session cookie, checked on every request.
 
-The cookie carries the user id signed with itsdangerous, so no session table
-is needed and every process of a deployment accepts the cookies of the
-others, as long as they share the secret. The secret comes from
+The cookie carries the user id and the user's ``session_version``, signed
+with itsdangerous, so no session table is needed and every process of a
+deployment accepts the cookies of the others, as long as they share the
+secret. A signature alone would keep a cookie valid for its whole lifetime,
+logout or not; the version is checked against the database wherever a
+session is resolved and bumped on logout, so that logging out ends the
+session everywhere, copies of the cookie included (and, as the version is
+per user, every other session of that user too). The secret comes from
 configuration or, when none is configured, is generated once and kept in the
 database, so that restarting the server does not log everybody out.
 """
@@ -10,6 +15,7 @@ from __future__ import annotations
 
 import os
 import secrets
+from dataclasses import dataclass
 from typing import Optional
 
 from itsdangerous import BadData, URLSafeTimedSerializer
@@ -41,17 +47,31 @@ def load_secret(database: Database, configured: Optional[str] = None) -> str:
         return tx.execute("SELECT value FROM imbus_config WHERE key = 'session_secret'").fetchone()[0]
 
 
+@dataclass(frozen=True)
+class Session:
+    """What a valid signature vouches for; whether it still holds is for the
+    database to say (``users.get_user``, ``channels.poll_targets``)."""
+
+    uid: int
+    version: int
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 class SessionCodec:
-    """Reads the caller's user id from the cookie and schedules cookie changes
-    for the response."""
+    """Reads the caller's session from the cookie and schedules cookie
+    changes for the response."""
 
     def __init__(self, secret: str, *, max_age: int = MAX_AGE) -> None:
         self._serializer = URLSafeTimedSerializer(secret, salt=_SALT)
         self.max_age = max_age
 
-    def uid(self, request: Request) -> Optional[int]:
-        """The logged-in user id, or None. A missing, tampered, expired or
-        malformed cookie is just an anonymous caller, never an error."""
+    def session(self, request: Request) -> Optional[Session]:
+        """The session the cookie claims, or None. A missing, tampered,
+        expired or malformed cookie is just an anonymous caller, never an
+        error."""
         token = request.cookies.get(COOKIE_NAME)
         if not token:
             return None
@@ -59,14 +79,16 @@ class SessionCodec:
             data = self._serializer.loads(token, max_age=self.max_age)
         except BadData:
             return None
-        uid = data.get("uid") if isinstance(data, dict) else None
-        if isinstance(uid, int) and not isinstance(uid, bool):
-            return uid
+        if not isinstance(data, dict):
+            return None
+        uid, version = data.get("uid"), data.get("sv")
+        if _is_int(uid) and _is_int(version):
+            return Session(uid, version)
         return None
 
-    def remember(self, request: Request, uid: int) -> None:
-        """Log ``uid`` in: the response will carry a fresh cookie."""
-        request.environ[_PENDING] = uid
+    def remember(self, request: Request, session: Session) -> None:
+        """Log in: the response will carry a fresh cookie."""
+        request.environ[_PENDING] = session
 
     def forget(self, request: Request) -> None:
         """Log out: the response will clear the cookie."""
@@ -75,14 +97,17 @@ class SessionCodec:
     def apply(self, request: Request, response: Response) -> Response:
         """Write the cookie change a handler asked for, if any."""
         pending = request.environ.pop(_PENDING, None)
+        # Behind HTTPS the cookie must never travel in clear; plain HTTP
+        # (the demo on 127.0.0.1) could not send it back if it were secure.
         if pending is _FORGET:
-            response.delete_cookie(COOKIE_NAME, path="/", httponly=True, samesite="Lax")
-        elif pending is not None:
+            response.delete_cookie(COOKIE_NAME, path="/", secure=request.is_secure, httponly=True, samesite="Lax")
+        elif isinstance(pending, Session):
             response.set_cookie(
                 COOKIE_NAME,
-                self._serializer.dumps({"uid": pending}),
+                self._serializer.dumps({"uid": pending.uid, "sv": pending.version}),
                 max_age=self.max_age,
                 path="/",
+                secure=request.is_secure,
                 httponly=True,
                 samesite="Lax",
             )

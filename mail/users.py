@@ -8,6 +8,8 @@ from werkzeug.security import check_password_hash, generate_password_hash
 
 from bus.database import Transaction
 
+from .sessions import Session
+
 # Compared against when the login is unknown, so that a wrong login costs
 # the same time as a wrong password and logins cannot be probed by timing.
 _DUMMY_HASH = generate_password_hash("imbus: no such user")
@@ -19,6 +21,12 @@ class User:
     login: str
     name: str
     partner_id: int
+    session_version: int
+
+    @property
+    def session(self) -> Session:
+        """What a new cookie for this user is signed with."""
+        return Session(self.id, self.session_version)
 
     def info(self) -> dict:
         """The session information the web client keeps about its user."""
@@ -31,7 +39,8 @@ class User:
         }
 
 
-_USER_QUERY = "SELECT u.id, u.login, p.name, u.partner_id FROM res_users u JOIN res_partner p ON p.id = u.partner_id"
+_USER_QUERY = ("SELECT u.id, u.login, p.name, u.partner_id, u.session_version FROM res_users u"
+               " JOIN res_partner p ON p.id = u.partner_id")
 
 
 def create_partner(tx: Transaction, name: str) -> int:
@@ -41,16 +50,24 @@ def create_partner(tx: Transaction, name: str) -> int:
 def create_user(tx: Transaction, login: str, password: str, name: str) -> User:
     """A user and its partner."""
     partner_id = create_partner(tx, name)
-    uid = tx.execute(
-        "INSERT INTO res_users (login, password, partner_id) VALUES (%s, %s, %s) RETURNING id",
+    uid, session_version = tx.execute(
+        "INSERT INTO res_users (login, password, partner_id) VALUES (%s, %s, %s) RETURNING id, session_version",
         (login, generate_password_hash(password), partner_id),
-    ).fetchone()[0]
-    return User(uid, login, name, partner_id)
+    ).fetchone()
+    return User(uid, login, name, partner_id, session_version)
 
 
-def get_user(tx: Transaction, uid: int) -> Optional[User]:
-    row = tx.execute(_USER_QUERY + " WHERE u.id = %s", (uid,)).fetchone()
+def get_user(tx: Transaction, session: Session) -> Optional[User]:
+    """The user a cookie's session belongs to, unless that user was deleted
+    or has logged out since the cookie was signed."""
+    row = tx.execute(_USER_QUERY + " WHERE u.id = %s AND u.session_version = %s",
+                     (session.uid, session.version)).fetchone()
     return User(*row) if row else None
+
+
+def end_sessions(tx: Transaction, user: User) -> None:
+    """Log the user out everywhere: every cookie signed so far stops working."""
+    tx.execute("UPDATE res_users SET session_version = session_version + 1 WHERE id = %s", (user.id,))
 
 
 def get_user_by_login(tx: Transaction, login: str) -> Optional[User]:
@@ -61,16 +78,16 @@ def get_user_by_login(tx: Transaction, login: str) -> Optional[User]:
 def authenticate(tx: Transaction, login: str, password: str) -> Optional[User]:
     """The user whose credentials these are, or None."""
     row = tx.execute(
-        "SELECT u.id, u.login, p.name, u.partner_id, u.password FROM res_users u"
+        "SELECT u.id, u.login, p.name, u.partner_id, u.session_version, u.password FROM res_users u"
         " JOIN res_partner p ON p.id = u.partner_id WHERE u.login = %s",
         (login,),
     ).fetchone()
     if row is None:
         check_password_hash(_DUMMY_HASH, password)
         return None
-    if not check_password_hash(row[4], password):
+    if not check_password_hash(row[5], password):
         return None
-    return User(*row[:4])
+    return User(*row[:5])
 
 
 def existing_partner_ids(tx: Transaction, partner_ids: list[int]) -> set[int]:

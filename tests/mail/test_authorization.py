@@ -37,7 +37,12 @@ def world(server_url):
         forged = requests.Session()
         admin_uid = query(database_url, "SELECT id FROM res_users WHERE login = 'admin'")[0][0]
         forged.cookies.set("session_id", URLSafeTimedSerializer("not-the-secret", salt="imbus.session")
-                           .dumps({"uid": admin_uid}))
+                           .dumps({"uid": admin_uid, "sv": 0}))
+        # A real cookie of a user who has logged out since.
+        joel = login(url, "joel")
+        logged_out = requests.Session()
+        logged_out.cookies.set("session_id", joel.cookies["session_id"])
+        ok(url, "/web/session/destroy", {}, joel)
         yield {
             "url": url,
             "database_url": database_url,
@@ -45,7 +50,7 @@ def world(server_url):
             "message": message["id"],
             "jane": partner_id(database_url, "jane"),
             "callers": {"member": admin, "non_member": login(url, "demo"), "anonymous": requests.Session(),
-                        "bad_cookie": forged},
+                        "bad_cookie": forged, "logged_out": logged_out},
         }
     finally:
         if server is not None:
@@ -71,18 +76,19 @@ def _open_routes(w):
         "search_public": ("/mail/channel/search_public", {}),
         "create": ("/mail/channel/create", {"name": "fresh"}),
         "chat": ("/mail/channel/get_or_create_chat", {"partner_ids": [w["jane"]]}),
+        "group": ("/mail/channel/create_group", {"partner_ids": [w["jane"]]}),
         "partner_search": ("/mail/partner/search", {"term": "a"}),
         "im_status": ("/longpolling/im_status", {"partner_ids": [w["jane"]]}),
     }
 
 
-CALLERS = ["member", "non_member", "anonymous", "bad_cookie"]
+CALLERS = ["member", "non_member", "anonymous", "bad_cookie", "logged_out"]
 CHANNEL_ROUTES = ["post", "history", "seen", "typing", "add_members"]
-OPEN_ROUTES = ["init_messaging", "search_public", "create", "chat", "partner_search", "im_status"]
+OPEN_ROUTES = ["init_messaging", "search_public", "create", "chat", "group", "partner_search", "im_status"]
 
 
 def _expect(route_kind, caller):
-    if caller in ("anonymous", "bad_cookie"):
+    if caller in ("anonymous", "bad_cookie", "logged_out"):
         return "session_expired"
     if route_kind == "channel" and caller == "non_member":
         return "not_found"
@@ -119,7 +125,8 @@ def test_anonymous_callers_are_told_to_log_in_before_parameters_are_checked(worl
 def test_private_channels_cannot_be_joined(world, caller):
     before = snapshot(world["database_url"])
     body = call(world["url"], "/mail/channel/join", {"channel_id": world["secret"]}, world["callers"][caller])
-    assert error_name(body) == ("session_expired" if caller in ("anonymous", "bad_cookie") else "not_found")
+    refused = "session_expired" if caller in ("anonymous", "bad_cookie", "logged_out") else "not_found"
+    assert error_name(body) == refused
     assert snapshot(world["database_url"]) == before
 
 

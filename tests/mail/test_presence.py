@@ -1,6 +1,7 @@
 """Presence: polls keep a partner online; silence makes them offline after
 55 s, inactivity away after 30 min. The clock is injected, nothing sleeps."""
 import threading
+import time
 from datetime import datetime, timedelta
 
 import pytest
@@ -142,3 +143,153 @@ def test_concurrent_polls_of_one_user_all_succeed(timed):
     for thread in threads:
         thread.join()
     assert len(results) == 10 and all(r["status"] == 200 and "result" in r for r in results)
+
+
+def im_status_pushes(database_url):
+    return [(tuple(n["channel"]), n["payload"]["partner_id"], n["payload"]["im_status"])
+            for n in bus_notifications(database_url) if n["type"] == "bus/im_status"]
+
+
+def test_repeated_polls_of_a_fresh_partner_write_nothing(make_mail_app, serve, clock, database_url):
+    app = make_mail_app(timeout=1, clock=clock)
+    url = serve(app).url
+    demo = login(url, "demo")
+    marc = partner_id(database_url, "demo")
+    poll_as(url, demo, 0)
+    row_version = "SELECT xmin::text, xmax::text FROM bus_presence WHERE partner_id = %s"
+    written = query(database_url, row_version, (marc,))
+    for _ in range(3):
+        clock.advance(seconds=1)
+        poll_as(url, demo, 0, bus_inactivity=500)
+    # Neither updated (xmin) nor even locked (xmax) by the later polls.
+    assert query(database_url, row_version, (marc,)) == written
+    # The process remembers what it wrote: no query at all for presence.
+    statements = app.database.statements.value
+    for _ in range(5):
+        assert app.presence.poll(marc, 0, clock()) is None
+    assert app.database.statements.value == statements
+    # Stale again, or active again, and the row is written.
+    clock.advance(seconds=3)
+    app.presence.poll(marc, 0, clock())
+    assert app.database.statements.value > statements
+    assert query(database_url, row_version, (marc,)) != written
+
+
+def test_a_fresh_row_costs_no_transaction_id(mail_app, database_url):
+    marc = partner_id(database_url, "demo")
+    presence.update(mail_app.database, marc, 0, T0)
+    later = T0 + timedelta(seconds=2)
+    with mail_app.database.transaction() as tx:
+        assert presence.record_poll(tx, marc, later, later) is None
+        assert tx.execute("SELECT pg_current_xact_id_if_assigned()").fetchone()[0] is None
+    stale = T0 + timedelta(seconds=6)
+    with mail_app.database.transaction() as tx:
+        assert presence.record_poll(tx, marc, stale, stale) is None  # still online: nothing to push
+        assert tx.execute("SELECT pg_current_xact_id_if_assigned()").fetchone()[0] is not None
+
+
+def test_concurrent_polls_push_each_change_once(mail_app, database_url):
+    marc = partner_id(database_url, "demo")
+    general = channel_id(database_url, "general")
+
+    def together(now):
+        barrier = threading.Barrier(8)
+        results, errors = [], []
+
+        def one():
+            barrier.wait()
+            try:
+                results.append(presence.update(mail_app.database, marc, 0, now))
+            except Exception as exc:  # noqa: BLE001 - any failure is the finding
+                errors.append(exc)
+
+        threads = [threading.Thread(target=one) for _ in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert errors == []
+        return sorted(results, key=lambda status: status is None)
+
+    assert together(T0) == ["online"] + [None] * 7  # first poll ever: the row is inserted once
+    assert together(T0 + timedelta(minutes=2)) == ["online"] + [None] * 7  # back after a silence
+    assert im_status_pushes(database_url) == [(("mail.channel", general), marc, "online")] * 2
+
+
+def test_sweep_pushes_silence_and_idleness_once(mail_app, clock, database_url):
+    marc, jane = partner_id(database_url, "demo"), partner_id(database_url, "jane")
+    general = channel_id(database_url, "general")
+    db = mail_app.database
+    presence.update(db, marc, 0, clock())
+    # Jane's tab keeps polling, but nobody touched it for nearly 30 minutes.
+    presence.update(db, jane, (30 * 60 - 5) * 1000, clock())
+    assert presence.sweep(db, clock()) == {}
+    clock.advance(seconds=10)
+    assert presence.sweep(db, clock()) == {jane: "away"}
+    assert presence.sweep(db, clock()) == {}
+    clock.advance(seconds=40)
+    assert presence.update(db, jane, (30 * 60 + 45) * 1000, clock()) is None  # still polling, still idle
+    clock.advance(seconds=10)
+    assert presence.sweep(db, clock()) == {marc: "offline"}  # 60 s without a poll
+    assert presence.sweep(db, clock()) == {}
+    clock.advance(seconds=56)
+    assert presence.sweep(db, clock()) == {jane: "offline"}
+    assert im_status_pushes(database_url) == [
+        (("mail.channel", general), marc, "online"), (("mail.channel", general), jane, "online"),
+        (("mail.channel", general), jane, "away"), (("mail.channel", general), marc, "offline"),
+        (("mail.channel", general), jane, "offline"),
+    ]
+    # Polling again after the pushed offline is pushed as a return.
+    assert presence.update(db, marc, 0, clock()) == "online"
+    assert presence.sweep(db, clock()) == {}
+    admin = partner_id(database_url, "admin")
+    with db.transaction() as tx:
+        assert presence.statuses(tx, [marc, jane, admin], clock()) == {marc: "online", jane: "offline",
+                                                                       admin: "offline"}
+
+
+def test_concurrent_sweeps_of_several_processes_push_once(make_mail_app, clock, database_url):
+    apps = [make_mail_app(clock=clock) for _ in range(4)]
+    partners = [partner_id(database_url, login_name) for login_name in ("admin", "demo", "jane", "joel")]
+    for pid in partners:
+        presence.update(apps[0].database, pid, 0, clock())
+    clock.advance(minutes=2)
+    barrier = threading.Barrier(len(apps))
+    swept, errors = [], []
+
+    def one(app):
+        barrier.wait()
+        try:
+            swept.append(presence.sweep(app.database, clock()))
+        except Exception as exc:  # noqa: BLE001 - any failure is the finding
+            errors.append(exc)
+
+    threads = [threading.Thread(target=one, args=(app,)) for app in apps]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    claimed = [pid for result in swept for pid in result]
+    assert sorted(claimed) == sorted(partners)
+    offline = [(pid, status) for _, pid, status in im_status_pushes(database_url) if status == "offline"]
+    assert sorted(offline) == sorted((pid, "offline") for pid in partners)
+
+
+def test_the_app_sweeps_periodically_from_the_first_poll_until_closed(make_mail_app, serve, clock, database_url):
+    app = make_mail_app(timeout=1, clock=clock, presence_sweep_interval=0.05)
+    url = serve(app).url
+    marc = partner_id(database_url, "demo")
+    assert not app.presence_sweeper.running
+    poll_as(url, login(url, "demo"), 0)
+    assert app.presence_sweeper.running
+    clock.advance(seconds=56)
+    deadline = time.monotonic() + 10
+    while (marc, "offline") not in [(pid, s) for _, pid, s in im_status_pushes(database_url)]:
+        assert time.monotonic() < deadline, "no sweep pushed the silence"
+        time.sleep(0.05)
+    app.close()
+    assert not app.presence_sweeper.running
+    runs = app.presence_sweeper.runs
+    time.sleep(0.2)
+    assert app.presence_sweeper.runs == runs

@@ -3,10 +3,12 @@ import time
 
 import requests
 from itsdangerous import URLSafeTimedSerializer
+from werkzeug.test import Client
 
 from mail.app import create_app
 from mail.demo_data import install_demo_data
-from tests.mail.support import TEST_SECRET, call, error_name, login, ok, partner_id, query
+from tests.mail.support import (TEST_SECRET, call, error_name, login, message_ids, ok, partner_id, poll_as,
+                                poll_until, query)
 
 
 def test_authenticate_sets_a_signed_httponly_lax_cookie(url, database_url):
@@ -20,7 +22,10 @@ def test_authenticate_sets_a_signed_httponly_lax_cookie(url, database_url):
     cookie = next(c for c in session.cookies if c.name == "session_id")
     assert cookie.has_nonstandard_attr("HttpOnly")
     assert cookie.get_nonstandard_attr("SameSite") == "Lax"
-    assert URLSafeTimedSerializer(TEST_SECRET, salt="imbus.session").loads(cookie.value) == {"uid": info["uid"]}
+    assert not cookie.secure  # plain HTTP could not send a secure cookie back
+    version = query(database_url, "SELECT session_version FROM res_users WHERE id = %s", (info["uid"],))[0][0]
+    assert URLSafeTimedSerializer(TEST_SECRET, salt="imbus.session").loads(cookie.value) == {
+        "uid": info["uid"], "sv": version}
     assert ok(url, "/web/session/get_session_info", {}, session)["uid"] == info["uid"]
 
 def test_wrong_password_is_refused_without_cookie(url):
@@ -56,13 +61,73 @@ def test_bad_cookies_are_anonymous_not_errors(url, database_url):
         URLSafeTimedSerializer(TEST_SECRET, salt="imbus.session").dumps({"uid": uid})[:-2] + "xx",
         URLSafeTimedSerializer(TEST_SECRET, salt="imbus.session").dumps(["not", "a", "dict"]),
         URLSafeTimedSerializer(TEST_SECRET, salt="imbus.session").dumps({"uid": "1"}),
-        URLSafeTimedSerializer(TEST_SECRET, salt="imbus.session").dumps({"uid": 99999}),
+        URLSafeTimedSerializer(TEST_SECRET, salt="imbus.session").dumps({"uid": 99999, "sv": 0}),
+        # Well signed, but without a session version or with another one.
+        URLSafeTimedSerializer(TEST_SECRET, salt="imbus.session").dumps({"uid": uid}),
+        URLSafeTimedSerializer(TEST_SECRET, salt="imbus.session").dumps({"uid": uid, "sv": 1}),
+        URLSafeTimedSerializer(TEST_SECRET, salt="imbus.session").dumps({"uid": uid, "sv": True}),
     ]
     for value in forged:
         session = requests.Session()
         session.cookies.set("session_id", value)
         assert ok(url, "/web/session/get_session_info", {}, session)["uid"] is False
         assert call(url, "/mail/init_messaging", {}, session)["error"]["code"] == 100
+
+def test_a_copied_cookie_stops_working_at_logout(make_mail_app, serve, database_url):
+    url = serve(make_mail_app(timeout=1)).url
+    session, admin = login(url, "demo"), login(url, "admin")
+    copy = requests.Session()
+    copy.cookies.set("session_id", session.cookies["session_id"])
+    marc = partner_id(database_url, "demo")
+    general = query(database_url, "SELECT id FROM mail_channel WHERE name = 'general'")[0][0]
+
+    def say(body):
+        return ok(url, "/mail/message/post", {"thread_model": "mail.channel", "thread_id": general,
+                                              "post_data": {"body": body}}, admin)["id"]
+
+    assert ok(url, "/mail/init_messaging", {}, copy)["current_partner"]["id"] == marc
+    before = say("before")
+    assert before in message_ids(poll_until(url, copy, lambda notes: before in message_ids(notes)))
+    ok(url, "/web/session/destroy", {}, session)
+    assert ok(url, "/web/session/get_session_info", {}, copy)["uid"] is False
+    for path in ["/mail/init_messaging", "/mail/channel/search_public"]:
+        assert call(url, path, {}, copy)["error"]["code"] == 100
+    # A poll with the stale cookie is anonymous: it hears none of Marc's
+    # channels and does not bring Marc back online.
+    last = query(database_url, "SELECT max(id) FROM bus_bus")[0][0]
+    say("after")
+    assert poll_as(url, copy, last) == []
+    assert query(database_url, "SELECT count(*) FROM bus_presence WHERE partner_id = %s", (marc,)) == [(0,)]
+    # Logging in again gives a cookie that works; the copy stays dead.
+    fresh = login(url, "demo")
+    assert ok(url, "/web/session/get_session_info", {}, fresh)["partner_id"] == marc
+    again = say("again")
+    assert again in message_ids(poll_until(url, fresh, lambda notes: again in message_ids(notes)))
+    assert call(url, "/mail/init_messaging", {}, copy)["error"]["code"] == 100
+
+
+def test_logging_out_with_a_stale_cookie_changes_nothing(url, database_url):
+    session = login(url, "demo")
+    copy = requests.Session()
+    copy.cookies.set("session_id", session.cookies["session_id"])
+    ok(url, "/web/session/destroy", {}, session)
+    fresh = login(url, "demo")
+    ok(url, "/web/session/destroy", {}, copy)
+    assert ok(url, "/web/session/get_session_info", {}, fresh)["username"] == "demo"
+
+
+def test_the_cookie_is_secure_behind_https(mail_app):
+    client = Client(mail_app)
+    answer = client.post("/web/session/authenticate", base_url="https://chat.example/",
+                         json={"jsonrpc": "2.0", "method": "call", "id": 1,
+                               "params": {"login": "demo", "password": "demo"}})
+    assert answer.status_code == 200 and "result" in answer.json
+    cookie = answer.headers["Set-Cookie"]
+    assert cookie.startswith("session_id=") and "; Secure" in cookie and "HttpOnly" in cookie
+    cleared = client.post("/web/session/destroy", base_url="https://chat.example/",
+                          json={"jsonrpc": "2.0", "method": "call", "id": 2, "params": {}})
+    assert "; Secure" in cleared.headers["Set-Cookie"] and "Expires=Thu, 01 Jan 1970" in cleared.headers["Set-Cookie"]
+
 
 def test_expired_cookie_is_anonymous(make_mail_app, serve, database_url):
     app = make_mail_app()

@@ -20,7 +20,7 @@ from werkzeug.wrappers import Request, Response
 
 from . import controllers, schema
 from .channels import BROADCAST, Target, channel_with_db, cut_after_types, type_prefixes
-from .config import Settings, database_url_from_env
+from .config import Settings, require_database_url
 from .database import Database
 from .dispatcher import Dispatcher
 from .jsonrpc import serve_call
@@ -122,8 +122,4 @@ class BusApp:
 def create_app(database_url: Optional[str] = None, **options: Any) -> BusApp:
     """Build a bus application; ``database_url`` defaults to ``$DATABASE_URL``
     (or libpq's ``PG*`` variables). Other keywords are :class:`Settings` fields."""
-    if database_url is None:
-        database_url = database_url_from_env()
-    if database_url is None:
-        raise RuntimeError("no database configured: pass database_url or set DATABASE_URL")
-    return BusApp(Settings(database_url=database_url, **options))
+    return BusApp(Settings(database_url=require_database_url(database_url), **options))

@@ -20,6 +20,15 @@ def database_url_from_env() -> Optional[str]:
     return None
 
 
+def require_database_url(database_url: Optional[str]) -> str:
+    """The URL given, else the environment's, else a clear error."""
+    if database_url is None:
+        database_url = database_url_from_env()
+    if database_url is None:
+        raise RuntimeError("no database configured: pass database_url or set DATABASE_URL")
+    return database_url
+
+
 @dataclass
 class Settings:
     """Everything a bus application needs to know.

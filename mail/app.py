@@ -16,7 +16,7 @@ from werkzeug.wrappers import Request, Response
 
 from bus.app import BusApp
 from bus.channels import BROADCAST, Target
-from bus.config import Settings, database_url_from_env
+from bus.config import Settings, require_database_url
 from bus.jsonrpc import InvalidParams, param
 
 from . import channels, controllers, presence, schema
@@ -98,10 +98,6 @@ def create_app(database_url: Optional[str] = None, *, secret_key: Optional[str] 
                **settings: Any) -> MailApp:
     """Build the chat application; ``database_url`` defaults to ``$DATABASE_URL``.
     Other keywords are :class:`bus.config.Settings` fields."""
-    if database_url is None:
-        database_url = database_url_from_env()
-    if database_url is None:
-        raise RuntimeError("no database configured: pass database_url or set DATABASE_URL")
-    return MailApp(Settings(database_url=database_url, **settings), secret_key=secret_key,
+    return MailApp(Settings(database_url=require_database_url(database_url), **settings), secret_key=secret_key,
                    max_message_body=max_message_body, clock=clock, static_dir=static_dir,
                    presence_sweep_interval=presence_sweep_interval)

@@ -103,7 +103,11 @@ class Database:
 
     def __init__(self, dsn: str, *, maxconn: int = 32, connect_timeout: int = 5) -> None:
         cooperate_with_gevent()
-        self.dsn = dsn
+        # JIT compilation costs milliseconds and pays off only on long
+        # analytical queries; on a fresh table the planner's guesses can cross
+        # its threshold and make every shared read 5 ms slower.
+        options = psycopg2.extensions.parse_dsn(dsn).get("options", "")
+        self.dsn = psycopg2.extensions.make_dsn(dsn, options=f"{options} -c jit=off".strip())
         self._connect_kwargs = {"connect_timeout": connect_timeout, "connection_factory": _CountingConnection}
         self.statements = _Counter()
         self._pool = QueuePool(self._create, pool_size=maxconn, max_overflow=0, timeout=30,

@@ -13,6 +13,7 @@ the database compares equal to one built here without re-parsing.
 from __future__ import annotations
 
 import json
+from functools import lru_cache
 from typing import Any, Iterable, Iterator, Tuple, Union
 
 #: The PostgreSQL channel every process LISTENs on.
@@ -39,8 +40,11 @@ def dumps(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False, sort_keys=False)
 
 
+@lru_cache(maxsize=65536)
 def channel_with_db(dbname: str, target: Target) -> str:
     """Qualify ``target`` with the database name and return its key.
+
+    Cached: every poll qualifies the same few channels again.
 
     Only strings and ``(model, id)`` pairs are channels; anything else is a
     programming error, refused here rather than stored as an unreachable row.

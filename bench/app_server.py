@@ -1,0 +1,73 @@
+"""The bus as ``python -m bus serve --server gevent`` runs it, plus one
+bench-only route, ``/bench/stats``, that reports the process's own counters
+(SQL statements, shared reads, parked polls) so a benchmark can prove the
+database load does not grow with the number of pollers.
+
+Modes: ``default`` (Settings defaults), ``no-holdback`` (shared reads, but
+every visible row taken as final), ``odoo`` (what ``--odoo-mode`` sets: no
+hold-back, one query per woken poller).
+
+Stopped with SIGINT (gevent hands the KeyboardInterrupt to the server loop,
+so the app closes its connections). Usage: python -m bench.app_server --db-url URL --port P [--mode M] [--poll-timeout S]
+"""
+from __future__ import annotations
+
+from gevent import monkey
+
+monkey.patch_all()
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import logging  # noqa: E402
+import sys  # noqa: E402
+from typing import Callable, Iterable  # noqa: E402
+
+from bus.app import BusApp, create_app  # noqa: E402
+from bus.server import serve_gevent  # noqa: E402
+
+MODES = {
+    "default": {},
+    "no-holdback": {"hold_back_gaps": False},
+    "odoo": {"hold_back_gaps": False, "shared_reads": False},
+}
+
+
+class StatsRoute:
+    """Answers ``/bench/stats`` itself and hands every other request to the app."""
+
+    def __init__(self, app: BusApp) -> None:
+        self.app = app
+
+    def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
+        if environ.get("PATH_INFO") != "/bench/stats":
+            return self.app(environ, start_response)
+        dispatcher = self.app.dispatcher
+        body = json.dumps({
+            "statements": self.app.database.statements.value,
+            "reads": dispatcher.reads,
+            "waiters": dispatcher.waiter_count,
+            "position": dispatcher.position,
+        }).encode()
+        start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
+        return [body]
+
+
+def main(argv: list[str]) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.app_server", description=__doc__)
+    parser.add_argument("--db-url", required=True)
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--mode", choices=sorted(MODES), default="default")
+    parser.add_argument("--poll-timeout", type=float, default=600.0)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    app = create_app(args.db_url, timeout=args.poll_timeout, **MODES[args.mode])
+    try:
+        serve_gevent(StatsRoute(app), "127.0.0.1", args.port)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        app.close()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

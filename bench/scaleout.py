@@ -1,0 +1,140 @@
+"""Scale-out: two server processes sharing one database, each with its own
+dispatcher, 10,000 parked polls on each (20,000 in all); time per message
+(post -> every poll answered) next to one process holding 10,000.
+
+The clients run in one process per server: a process may not open more than
+the hard RLIMIT_NOFILE (20,000 here) sockets, so 20,000 connections cannot
+come from one client process.
+
+Usage: python -m bench.scaleout [--per-process N] [--posts K]
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import multiprocessing
+import sys
+import time
+from collections import Counter
+from typing import Any
+
+from . import client
+from .cluster import bench_database
+from .fanout import CHANNEL, Poster, fanout_answer
+from .processes import start_bus
+from .report import Section, Table, Target, median
+
+MP = multiprocessing.get_context("fork")
+
+
+def _client_process(port: int, count: int, pipe: Any) -> None:
+    loop = client.new_loop()
+    try:
+        loop.run_until_complete(_client(port, count, pipe))
+    finally:
+        loop.close()
+
+
+async def _client(port: int, count: int, pipe: Any) -> None:
+    """Park ``count`` polls on one server per round the bench process asks for."""
+    loop = asyncio.get_running_loop()
+    connections = await client.connect_many(port, count)
+    await connections[0].send(client.poll_request([CHANNEL], 0, peek=True))  # starts the dispatcher
+    pipe.send("connected")
+    while True:
+        last = await loop.run_in_executor(None, pipe.recv)
+        if last is None:
+            break
+        await client.wait_position(port, last)
+        answers = asyncio.gather(*(fanout_answer(c, last) for c in connections), return_exceptions=True)
+        await client.wait_parked(port, count)
+        pipe.send("parked")
+        results = await answers
+        failures = [r for r in results if isinstance(r, BaseException)]
+        ids = Counter(client.last_id(r[0]) for r in results if not isinstance(r, BaseException))
+        pipe.send((max(c.answered_at for c in connections), len(failures), dict(ids)))
+    for connection in connections:
+        connection.transport.close()
+
+
+def _receive(pipe: Any, timeout: float) -> Any:
+    """The next report of a client process; an error if it died or went quiet."""
+    if not pipe.poll(timeout):
+        raise RuntimeError(f"a client process said nothing for {timeout:.0f} s")
+    try:
+        return pipe.recv()
+    except EOFError:
+        raise RuntimeError("a client process died (its error is printed above)") from None
+
+
+def per_message(url: str, servers: int, per_process: int, posts: int) -> tuple[list[float], int]:
+    """Seconds from each post until every poll on every server has it, and the errors."""
+    processes = [start_bus(url) for _ in range(servers)]
+    clients = []
+    try:
+        for server in processes:
+            ours, theirs = MP.Pipe()
+            worker = MP.Process(target=_client_process, args=(server.port, per_process, theirs))
+            worker.start()
+            theirs.close()  # so a dead client reads as EOF here, not as silence
+            clients.append((worker, ours))
+        for _, pipe in clients:
+            if _receive(pipe, 300) != "connected":
+                raise RuntimeError("a client process did not connect")
+        poster = Poster(url)
+        last = poster.post()
+        times, errors = [], 0
+        for _ in range(posts + 1):  # the first round is a warm-up
+            for _, pipe in clients:
+                pipe.send(last)
+            for _, pipe in clients:
+                if _receive(pipe, 300) != "parked":
+                    raise RuntimeError("a client process failed to park its polls")
+            started = time.monotonic()
+            last = poster.post()
+            reports = [_receive(pipe, 300) for _, pipe in clients]
+            times.append(max(done for done, _, _ in reports) - started)
+            errors += sum(failed for _, failed, _ in reports)
+            errors += sum(n for _, _, ids in reports for got, n in ids.items() if got != last)
+        for _, pipe in clients:
+            pipe.send(None)
+        poster.database.close()
+        return times[1:], errors
+    finally:
+        for worker, _ in clients:
+            worker.join(30)
+            if worker.is_alive():
+                worker.kill()
+        for server in processes:
+            server.stop()
+
+
+def measure(*, per_process: int = 10000, posts: int = 5) -> Section:
+    section = Section("Scale-out")
+    with bench_database(durable=True) as url:
+        one, one_errors = per_message(url, 1, per_process, posts)
+        two, two_errors = per_message(url, 2, per_process, posts)
+    table = Table(f"Scale-out: time per message (post -> last of all parked polls answered), "
+                  f"{posts} posts, median", ["servers", "parked polls", "median ms", "max ms", "errors",
+                                             "ratio to one process"])
+    table.add("1 process", per_process, median(one) * 1000, max(one) * 1000, one_errors, 1.0)
+    table.add("2 processes, one database", 2 * per_process, median(two) * 1000, max(two) * 1000, two_errors,
+              median(two) / median(one))
+    table.notes.append("clients, servers and PostgreSQL share the machine's 2 cores")
+    section.tables.append(table)
+    section.targets.append(Target(f"scale-out to {2 * per_process} parked polls: no errors",
+                                  f"{one_errors + two_errors} errors", "0", one_errors + two_errors == 0))
+    return section
+
+
+def main(argv: list[str]) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.scaleout", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--per-process", type=int, default=10000)
+    parser.add_argument("--posts", type=int, default=5)
+    args = parser.parse_args(argv)
+    measure(per_process=args.per_process, posts=args.posts).print()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,320 @@
+"""Write throughput: 8 writer processes committing one notification per
+transaction, in three configurations measured in the same run on the same
+private cluster (fsync on unless ``--no-fsync``):
+
+* raw SQL: psycopg2 alone, ``INSERT INTO bus_bus``; COMMIT; NOTIFY on a
+  second autocommit connection: the ceiling of this machine's PostgreSQL;
+* bus.sendone: the library's post path (its pre-commit insert takes the
+  transaction id first, which the no-gap watermark relies on);
+* delivered: the same writers while 1,000 long-polls are parked on the
+  written channel of a gevent server; messages/s counted when *every* poller
+  has received them, with the read-side gap hold-back on (default) and off.
+
+Usage: python -m bench.write_throughput [--quick|--full] [--no-fsync]
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import multiprocessing
+import os
+import sys
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import psycopg2
+import psycopg2.extensions
+
+from bus.channels import NOTIFY_CHANNEL, channel_with_db, encode_message
+from bus.database import Database
+from bus.models import sendone
+
+from . import client
+from .cluster import bench_database, bus_row_count, max_bus_id
+from .processes import start_bus
+from .profiling import Profile, sampled
+from .report import Section, Table, Target, percentile
+
+WRITERS = 8
+CHANNEL = "bench"
+#: Pollers whose answers are decoded in full to time each message; the
+#: others only count entries, so the client keeps up with the server.
+TIMED_POLLERS = 20
+MP = multiprocessing.get_context("fork")
+
+
+@dataclass
+class WriteRun:
+    committed: int
+    seconds: float
+    writer_cpu: float  # CPU seconds of all writer processes in the timed loop
+
+    @property
+    def rate(self) -> float:
+        return self.committed / self.seconds
+
+    @property
+    def cpu_per_commit(self) -> float:
+        return self.writer_cpu / self.committed * 1e6 if self.committed else 0.0
+
+
+def _dbname(url: str) -> str:
+    return psycopg2.extensions.parse_dsn(url)["dbname"]
+
+
+def _raw_writer(url: str, number: int, go: Any, start: Any, duration: float, results: Any) -> None:
+    """The ceiling: the same rows and NOTIFYs, with no library in between."""
+    conn = psycopg2.connect(url)
+    notifier = psycopg2.connect(url)
+    notifier.autocommit = True
+    cr, ncr = conn.cursor(), notifier.cursor()
+    channel = channel_with_db(_dbname(url), CHANNEL)
+    announced = "[" + channel + "]"
+    results.put(("ready", number))
+    go.wait()
+    _sleep_until(start.value)
+    stop = start.value + duration
+    count, cpu = 0, time.process_time()
+    while time.monotonic() < stop:
+        message = encode_message("bench", {"t": time.monotonic(), "w": number})
+        cr.execute("INSERT INTO bus_bus (channel, message) VALUES (%s, %s)", (channel, message))
+        conn.commit()
+        ncr.execute("SELECT pg_notify(%s, %s)", (NOTIFY_CHANNEL, announced))
+        count += 1
+    cpu = time.process_time() - cpu
+    conn.close()
+    notifier.close()
+    results.put(("done", count, cpu))
+
+
+def _bus_writer(url: str, number: int, go: Any, start: Any, duration: float, results: Any) -> None:
+    """The library's post path, one notification per transaction."""
+    database = Database(url, maxconn=2)
+    with database.transaction() as tx:  # open the pool's connections before timing
+        tx.execute("SELECT 1")
+    results.put(("ready", number))
+    go.wait()
+    _sleep_until(start.value)
+    stop = start.value + duration
+    count, cpu = 0, time.process_time()
+    while time.monotonic() < stop:
+        with database.transaction() as tx:
+            sendone(tx, CHANNEL, "bench", {"t": time.monotonic(), "w": number})
+        count += 1
+    cpu = time.process_time() - cpu
+    database.close()
+    results.put(("done", count, cpu))
+
+
+def _sleep_until(moment: float) -> None:
+    delay = moment - time.monotonic()
+    if delay > 0:
+        time.sleep(delay)
+
+
+def run_writers(url: str, writer: Any, duration: float, on_start: Any = None) -> tuple[WriteRun, float]:
+    """Run ``WRITERS`` processes of ``writer`` for ``duration`` seconds; check
+    every counted commit is in the table. Returns the run and its start time."""
+    results, go, start = MP.Queue(), MP.Event(), MP.Value("d", 0.0)
+    before = bus_row_count(url)
+    workers = [MP.Process(target=writer, args=(url, n, go, start, duration, results)) for n in range(WRITERS)]
+    for worker in workers:
+        worker.start()
+    for _ in workers:
+        results.get(timeout=60)
+    start.value = time.monotonic() + 0.1
+    go.set()
+    if on_start is not None:
+        on_start(start.value)
+    reports = [results.get(timeout=duration + 120) for _ in workers]
+    committed = sum(count for _, count, _ in reports)
+    for worker in workers:
+        worker.join()
+        if worker.exitcode != 0:
+            raise RuntimeError(f"a writer failed with exit code {worker.exitcode}")
+    stored = bus_row_count(url) - before
+    if stored != committed:
+        raise RuntimeError(f"writers counted {committed} commits but {stored} rows were stored")
+    return WriteRun(committed, duration, sum(cpu for _, _, cpu in reports)), start.value
+
+
+# -- delivery to parked pollers ---------------------------------------------------
+
+
+def _delivery_client(port: int, pollers: int, last: int, pipe: Any) -> None:
+    loop = client.new_loop()
+    try:
+        pipe.send(loop.run_until_complete(_deliver(port, pollers, last, pipe)))
+    finally:
+        loop.close()
+
+
+async def _deliver(port: int, pollers: int, last: int, pipe: Any) -> dict:
+    """Keep ``pollers`` long-polls parked and re-polling until each has seen
+    the final id the bench process sends once the writers are done."""
+    loop = asyncio.get_running_loop()
+    connections = await client.connect_many(port, pollers)
+    positions = [last] * pollers
+    received = [0] * pollers
+    advanced_at = [0.0] * pollers
+    reached = [0.0] * pollers
+    delays: list[float] = []
+    target: Optional[int] = None
+    finished = asyncio.Event()
+
+    async def follow(i: int, connection: client.HttpConnection) -> None:
+        while target is None or positions[i] < target:
+            body = await connection.send(client.poll_request([CHANNEL], positions[i]))
+            count = body.count(client.ENTRY)
+            if not count:
+                continue
+            if i < TIMED_POLLERS:
+                delays.extend(connection.answered_at - entry["message"]["payload"]["t"]
+                              for entry in client.entries(body))
+            positions[i] = client.last_id(body)
+            received[i] += count
+            advanced_at[i] = connection.answered_at
+        reached[i] = advanced_at[i]
+
+    tasks = [asyncio.ensure_future(follow(i, c)) for i, c in enumerate(connections)]
+    parked_in = await client.wait_parked(port, pollers)
+    cpu_before = client.client_cpu()
+    pipe.send(("parked", parked_in))
+
+    def on_target() -> None:
+        nonlocal target
+        loop.remove_reader(pipe.fileno())
+        os.set_blocking(pipe.fileno(), True)  # the loop made it non-blocking; the answer is large
+        target = pipe.recv()
+        for i, task in enumerate(tasks):
+            if positions[i] >= target and not task.done():
+                reached[i] = advanced_at[i]
+                task.cancel()
+        finished.set()
+
+    loop.add_reader(pipe.fileno(), on_target)
+    await finished.wait()
+    done, pending = await asyncio.wait(tasks, timeout=120)
+    for task in pending:
+        task.cancel()
+    errors = [t.exception() for t in done if not t.cancelled() and t.exception() is not None]
+    for connection in connections:
+        connection.transport.close()
+    return {"received": received, "reached": reached, "delays": delays, "stalled": len(pending),
+            "errors": [repr(e) for e in errors[:3]], "error_count": len(errors),
+            "cpu": client.client_cpu() - cpu_before}
+
+
+@dataclass
+class Delivery:
+    mode: str
+    writes: WriteRun
+    messages: int
+    seconds: float  # from the writers' start until the last poller had everything
+    lost: int  # messages the worst poller never got
+    delays: list[float]
+    server_cpu: float
+    client_cpu: float
+    problems: str
+
+    @property
+    def rate(self) -> float:
+        return self.messages / self.seconds if self.seconds else 0.0
+
+
+def run_delivery(url: str, mode: str, pollers: int, duration: float, profile: Optional[Profile] = None) -> Delivery:
+    """The sendone writers while ``pollers`` polls are parked on a server in
+    ``mode``; with ``profile``, the server is sampled while the writers run."""
+    with start_bus(url, mode) as server:
+        first = max_bus_id(url)
+        ours, theirs = MP.Pipe()
+        reader = MP.Process(target=_delivery_client, args=(server.port, pollers, first, theirs))
+        reader.start()
+        theirs.close()  # so a dead client reads as EOF here, not as silence
+        if not ours.poll(180):
+            raise RuntimeError("the pollers did not park within 180 s")
+        ours.recv()
+        cpu_before = server.cpu_seconds()
+        with sampled(server.pid) if profile is not None else nullcontext() as samples:
+            writes, started = run_writers(url, _bus_writer, duration)
+        if profile is not None:
+            profile.text = samples.text
+        final = max_bus_id(url)
+        ours.send(final)
+        if not ours.poll(300):
+            reader.kill()
+            raise RuntimeError("the pollers did not report within 300 s")
+        outcome = ours.recv()
+        server_cpu = server.cpu_seconds() - cpu_before
+        reader.join(30)
+    problems = []
+    if outcome["stalled"]:
+        problems.append(f"{outcome['stalled']} pollers never got the last message")
+    if outcome["error_count"]:
+        problems.append(f"{outcome['error_count']} poll errors, e.g. {outcome['errors'][0]}")
+    last_delivery = max(outcome["reached"])
+    return Delivery(mode, writes, writes.committed, last_delivery - started,
+                    writes.committed - min(outcome["received"]), outcome["delays"], server_cpu,
+                    outcome["cpu"], "; ".join(problems) or "none")
+
+
+def measure(*, quick: bool = True, durable: bool = True) -> Section:
+    duration = 3.0 if quick else 10.0
+    pollers = 1000
+    section = Section("Write throughput")
+    with bench_database(durable=durable) as url:
+        raw, _ = run_writers(url, _raw_writer, duration)
+        lib, _ = run_writers(url, _bus_writer, duration)
+        with_holdback = run_delivery(url, "default", pollers, duration)
+        without_holdback = run_delivery(url, "no-holdback", pollers, duration)
+
+    table = Table(f"Write throughput: {WRITERS} writer processes, one notification per transaction, "
+                  f"{duration:.0f} s each, fsync {'on' if durable else 'off'}",
+                  ["config", "msgs/s", "ratio to raw", "writer CPU us/commit", "notes"])
+    table.add("(a) raw SQL: INSERT; COMMIT; NOTIFY (psycopg2)", raw.rate, 1.0, raw.cpu_per_commit,
+              f"{raw.committed} commits")
+    table.add("(b) bus.sendone (xact id taken before the insert)", lib.rate, lib.rate / raw.rate,
+              lib.cpu_per_commit, f"{lib.committed} commits")
+    for run in (with_holdback, without_holdback):
+        label = "hold-back on (default)" if run.mode == "default" else "hold-back off"
+        table.add(f"(c) delivered to all {pollers} parked pollers, {label}", run.rate, run.rate / raw.rate,
+                  run.writes.cpu_per_commit, f"writers committed {run.writes.rate:,.0f}/s; lost {run.lost}; problems: {run.problems}")
+    section.tables.append(table)
+
+    delays = Table(f"Delivery delay (post start -> answer at a poller; {TIMED_POLLERS} timed pollers) "
+                   "and CPU during (c)",
+                   ["hold-back", "p50 ms", "p90 ms", "p99 ms", "max ms", "server CPU s", "client CPU s"])
+    for run in (with_holdback, without_holdback):
+        ms = [d * 1000 for d in run.delays]
+        delays.add("on" if run.mode == "default" else "off", percentile(ms, 50), percentile(ms, 90),
+                   percentile(ms, 99), max(ms, default=0.0), run.server_cpu, run.client_cpu)
+    delays.notes.append("server, client, 8 writers and PostgreSQL share the machine's "
+                        "cores, so (c) measures the whole system under load, not the server alone")
+    section.tables.append(delays)
+    share = with_holdback.rate / raw.rate
+    section.targets.append(Target("delivered msgs/s with hold-back on vs raw SQL", f"{share:.0%}", ">= 60 %",
+                                  share >= 0.6 and with_holdback.lost == 0))
+    if not section.targets[-1].met and not quick:  # a profile costs another run: full mode only
+        profile = Profile()
+        with bench_database(durable=durable) as url:
+            run_delivery(url, "default", pollers, duration, profile)
+        section.targets[-1].profile = profile.text
+    section.targets.append(Target("no message lost with hold-back on", f"{with_holdback.lost} lost", "0 lost",
+                                  with_holdback.lost == 0))
+    return section
+
+
+def main(argv: list[str]) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.write_throughput", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--full", action="store_true", help="10 s per configuration instead of 3 s")
+    parser.add_argument("--quick", action="store_true", help="the default")
+    parser.add_argument("--no-fsync", action="store_true", help="run the private cluster with fsync off")
+    args = parser.parse_args(argv)
+    measure(quick=not args.full, durable=not args.no_fsync).print()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -258,6 +258,11 @@ class Dispatcher:
                     conn.close()
 
     def _listen(self, conn: psycopg2.extensions.connection) -> None:
+        # poll(), not select(): next to thousands of parked polls the
+        # listener's socket number is above 1023, which select() refuses.
+        poller = select.poll()
+        poller.register(conn.fileno(), select.POLLIN)
+        poller.register(self._wakeup_r, select.POLLIN)
         next_gc = time.monotonic()
         recheck = GAP_RECHECK
         while not self._stopping:
@@ -273,11 +278,11 @@ class Dispatcher:
             if self.watermark.blocked:
                 wait = min(wait, recheck)
             if not refresh:
-                readable, _, _ = select.select([conn, self._wakeup_r], [], [], max(wait, 0))
+                readable = {fd for fd, _ in poller.poll(max(wait, 0) * 1000)}
                 if self._stopping:
                     return
                 refresh = self.watermark.blocked
-                if conn in readable:
+                if conn.fileno() in readable:
                     conn.poll()
                     refresh = refresh or bool(conn.notifies)
             channels: list[str] = []

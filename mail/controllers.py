@@ -68,6 +68,11 @@ def register(app: "MailApp") -> None:
             raise SessionExpired("session expired: log in again")
         return user
 
+    def optional_user(tx: Transaction, request: Request) -> Optional[User]:
+        """The caller's user, or None when anonymous (no cookie, a stale one)."""
+        session = app.sessions.session(request)
+        return users.get_user(tx, session) if session is not None else None
+
     # -- session ---------------------------------------------------------------
 
     @app.json_route("/web/session/authenticate")
@@ -86,18 +91,16 @@ def register(app: "MailApp") -> None:
 
     @app.json_route("/web/session/get_session_info")
     def get_session_info(request: Request, params: dict) -> Any:
-        session = app.sessions.session(request)
         with database.transaction() as tx:
-            user = users.get_user(tx, session) if session is not None else None
+            user = optional_user(tx, request)
         if user is None:
             return {"uid": False, "name": False, "username": False, "partner_id": False, "db": database.dbname}
         return {**user.info(), "db": database.dbname}
 
     @app.json_route("/web/session/destroy")
     def destroy(request: Request, params: dict) -> Any:
-        session = app.sessions.session(request)
         with database.transaction() as tx:
-            user = users.get_user(tx, session) if session is not None else None
+            user = optional_user(tx, request)
             if user is not None:
                 users.end_sessions(tx, user)
                 presence.disconnect(tx, user.partner_id)

@@ -68,6 +68,11 @@ def register(app: "MailApp") -> None:
             raise SessionExpired("session expired: log in again")
         return user
 
+    def member(tx: Transaction, session: Session, channel_id: int) -> tuple[User, channels.Channel]:
+        """The caller and a channel it belongs to (404 for any other channel)."""
+        user = current_user(tx, session)
+        return user, channels.member_channel(tx, channel_id, user.partner_id)
+
     def optional_user(tx: Transaction, request: Request) -> Optional[User]:
         """The caller's user, or None when anonymous (no cookie, a stale one)."""
         session = app.sessions.session(request)
@@ -138,8 +143,7 @@ def register(app: "MailApp") -> None:
             raise InvalidParams("this server does not store attachments")
         parent_id = param(post_data, "parent_id", int, None)
         with database.transaction() as tx:
-            user = current_user(tx, session)
-            channel = channels.member_channel(tx, thread_id, user.partner_id)
+            user, channel = member(tx, session, thread_id)
             return messages.message_post(
                 tx, channel, user.partner_id, body,
                 message_type=message_type, subtype_xmlid=subtype_xmlid,
@@ -155,8 +159,7 @@ def register(app: "MailApp") -> None:
         if limit < 1:
             raise InvalidParams("'limit' must be positive")
         with database.transaction() as tx:
-            user = current_user(tx, session)
-            channel = channels.member_channel(tx, channel_id, user.partner_id)
+            user, channel = member(tx, session, channel_id)
             return messages.channel_messages(tx, channel, max_id=max_id, min_id=min_id, limit=limit)
 
     @user_route("/mail/channel/set_last_seen_message")
@@ -164,8 +167,7 @@ def register(app: "MailApp") -> None:
         channel_id = param(params, "channel_id", int, required=True)
         last_message_id = param(params, "last_message_id", int, required=True)
         with database.transaction() as tx:
-            user = current_user(tx, session)
-            channel = channels.member_channel(tx, channel_id, user.partner_id)
+            user, channel = member(tx, session, channel_id)
             return channels.set_last_seen(tx, channel, user.partner_id, last_message_id)
 
     @user_route("/mail/channel/notify_typing")
@@ -173,8 +175,7 @@ def register(app: "MailApp") -> None:
         channel_id = param(params, "channel_id", int, required=True)
         is_typing = param(params, "is_typing", bool, required=True)
         with database.transaction() as tx:
-            user = current_user(tx, session)
-            channel = channels.member_channel(tx, channel_id, user.partner_id)
+            user, channel = member(tx, session, channel_id)
             channels.notify_typing(tx, channel, user.partner_id, user.name, is_typing)
         return True
 

@@ -62,19 +62,19 @@ def bench_database(*, durable: bool = True, settings: Optional[dict[str, str]] =
                 cluster.destroy()
 
 
-def max_bus_id(url: str) -> int:
+def _scalar(url: str, query: str) -> int:
     conn = psycopg2.connect(url)
-    with conn.cursor() as cr:
-        cr.execute("SELECT COALESCE(max(id), 0) FROM bus_bus")
-        value = cr.fetchone()[0]
-    conn.close()
-    return value
+    try:
+        with conn.cursor() as cr:
+            cr.execute(query)
+            return cr.fetchone()[0]
+    finally:
+        conn.close()
+
+
+def max_bus_id(url: str) -> int:
+    return _scalar(url, "SELECT COALESCE(max(id), 0) FROM bus_bus")
 
 
 def bus_row_count(url: str) -> int:
-    conn = psycopg2.connect(url)
-    with conn.cursor() as cr:
-        cr.execute("SELECT count(*) FROM bus_bus")
-        value = cr.fetchone()[0]
-    conn.close()
-    return value
+    return _scalar(url, "SELECT count(*) FROM bus_bus")

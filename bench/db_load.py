@@ -7,7 +7,6 @@ Usage: python -m bench.db_load [--quick|--full]
 """
 from __future__ import annotations
 
-import argparse
 import asyncio
 import sys
 
@@ -18,7 +17,7 @@ from . import client
 from .cluster import bench_database
 from .fanout import Poster, fanout_round
 from .processes import ServerProcess, start_bus
-from .report import Section, Table, Target
+from .report import Section, Table, Target, mode_parser
 
 LABELS = {"default": "bus (default)", "odoo": "bus, Odoo 15 mode"}
 
@@ -88,10 +87,7 @@ def measure(*, quick: bool = True) -> Section:
 
 
 def main(argv: list[str]) -> None:
-    parser = argparse.ArgumentParser(prog="python -m bench.db_load", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--full", action="store_true", help="N = 10, 1,000 and 10,000 (default: 10 and 1,000)")
-    parser.add_argument("--quick", action="store_true", help="the default")
+    parser = mode_parser("db_load", __doc__, "N = 10, 1,000 and 10,000 (default: 10 and 1,000)")
     args = parser.parse_args(argv)
     measure(quick=not args.full).print()
 

@@ -16,7 +16,6 @@ Usage: python -m bench.fanout [--quick|--full]
 """
 from __future__ import annotations
 
-import argparse
 import asyncio
 import sys
 import time
@@ -30,7 +29,7 @@ from . import client
 from .cluster import bench_database
 from .processes import ServerProcess, start_bare, start_bus
 from .profiling import sampled
-from .report import Section, Table, Target, percentile
+from .report import Section, Table, Target, mode_parser, percentile
 
 CHANNEL = "fan"
 #: Rounds sampled for a profile: one round is too short for enough samples.
@@ -219,10 +218,7 @@ def measure(*, quick: bool = True) -> Section:
 
 
 def main(argv: list[str]) -> None:
-    parser = argparse.ArgumentParser(prog="python -m bench.fanout", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--full", action="store_true", help="N = 1,000, 5,000 and 10,000 (default: 1,000)")
-    parser.add_argument("--quick", action="store_true", help="the default")
+    parser = mode_parser("fanout", __doc__, "N = 1,000, 5,000 and 10,000 (default: 1,000)")
     args = parser.parse_args(argv)
     measure(quick=not args.full).print()
 

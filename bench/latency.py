@@ -9,7 +9,6 @@ Usage: python -m bench.latency [--quick|--full] [--posts N]
 """
 from __future__ import annotations
 
-import argparse
 import asyncio
 import select
 import sys
@@ -25,7 +24,7 @@ from . import client
 from .cluster import bench_database
 from .processes import ServerProcess, start_bus
 from .profiling import sampled
-from .report import Section, Table, Target, percentile
+from .report import Section, Table, Target, mode_parser, percentile
 
 CHANNEL = "latency"
 #: How long a poll is left parked before the post, so it is really waiting.
@@ -132,10 +131,7 @@ def measure(*, quick: bool = True, posts: Optional[int] = None) -> Section:
 
 
 def main(argv: list[str]) -> None:
-    parser = argparse.ArgumentParser(prog="python -m bench.latency", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--full", action="store_true", help="same as quick: 1,000 posts")
-    parser.add_argument("--quick", action="store_true", help="the default")
+    parser = mode_parser("latency", __doc__, "same as quick: 1,000 posts")
     parser.add_argument("--posts", type=int, default=1000)
     args = parser.parse_args(argv)
     measure(quick=not args.full, posts=args.posts).print()

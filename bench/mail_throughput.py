@@ -8,7 +8,6 @@ Usage: python -m bench.mail_throughput [--quick|--full] [--no-fsync]
 """
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import sys
@@ -21,7 +20,7 @@ from . import client
 from .cluster import bench_database, max_bus_id
 from .processes import ServerProcess, free_port
 from .profiling import sampled
-from .report import Section, Table, Target
+from .report import Section, Table, Target, mode_parser
 from .write_throughput import WRITERS, _raw_writer, run_writers
 
 POSTERS = WRITERS
@@ -150,10 +149,7 @@ def measure(*, quick: bool = True, durable: bool = True) -> Section:
 
 
 def main(argv: list[str]) -> None:
-    parser = argparse.ArgumentParser(prog="python -m bench.mail_throughput", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--full", action="store_true", help="10 s instead of 3 s")
-    parser.add_argument("--quick", action="store_true", help="the default")
+    parser = mode_parser("mail_throughput", __doc__, "10 s instead of 3 s")
     parser.add_argument("--no-fsync", action="store_true")
     args = parser.parse_args(argv)
     measure(quick=not args.full, durable=not args.no_fsync).print()

@@ -2,6 +2,7 @@
 terminal, rendered to Markdown for bench/RESULTS.md."""
 from __future__ import annotations
 
+import argparse
 import math
 import statistics
 from dataclasses import dataclass, field
@@ -99,3 +100,14 @@ def percentile(values: Sequence[float], pct: float) -> float:
 
 def median(values: Sequence[float]) -> float:
     return statistics.median(values) if values else 0.0
+
+
+def mode_parser(module: str, doc: str | None, full_help: str) -> argparse.ArgumentParser:
+    """The command line every benchmark shares: quick by default, ``--full``
+    for every size (``full_help`` says what that means for this one)."""
+    parser = argparse.ArgumentParser(prog=f"python -m bench.{module}", description=doc,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--full", action="store_true", help=full_help)
+    parser.add_argument("--quick", action="store_true", help="the default")
+    return parser
+

@@ -14,7 +14,6 @@ Usage: python -m bench.write_throughput [--quick|--full] [--no-fsync]
 """
 from __future__ import annotations
 
-import argparse
 import asyncio
 import multiprocessing
 import os
@@ -35,7 +34,7 @@ from . import client
 from .cluster import bench_database, bus_row_count, max_bus_id
 from .processes import start_bus
 from .profiling import Profile, sampled
-from .report import Section, Table, Target, percentile
+from .report import Section, Table, Target, mode_parser, percentile
 
 WRITERS = 8
 CHANNEL = "bench"
@@ -307,10 +306,7 @@ def measure(*, quick: bool = True, durable: bool = True) -> Section:
 
 
 def main(argv: list[str]) -> None:
-    parser = argparse.ArgumentParser(prog="python -m bench.write_throughput", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--full", action="store_true", help="10 s per configuration instead of 3 s")
-    parser.add_argument("--quick", action="store_true", help="the default")
+    parser = mode_parser("write_throughput", __doc__, "10 s per configuration instead of 3 s")
     parser.add_argument("--no-fsync", action="store_true", help="run the private cluster with fsync off")
     args = parser.parse_args(argv)
     measure(quick=not args.full, durable=not args.no_fsync).print()

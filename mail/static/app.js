@@ -496,6 +496,14 @@
         const entry = thread(channelId);
         mergeMessages(entry, messages);
         entry.hasOlder = messages.length >= HISTORY_PAGE;
+        if (entry.hasOlder) {
+            // Replayed notifications that arrived before this page and are
+            // older than it would leave a hole in the history: paging brings
+            // them back in order.
+            const oldest = messages[messages.length - 1].id;
+            entry.messages = entry.messages.filter((message) => message.id >= oldest);
+            entry.ids = new Set(entry.messages.map((message) => message.id));
+        }
         entry.loaded = true;
     }
 

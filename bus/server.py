@@ -94,7 +94,8 @@ class _InFlight:
     A shutdown waits for these, not for the server's connections: an idle
     keep-alive connection must not hold it, and Werkzeug's request threads
     are daemons, so the process would otherwise exit under an answer that is
-    still being sent.
+    still being sent. An answer counts until the server closes its body, as
+    WSGI servers must.
     """
 
     def __init__(self, app: Callable) -> None:
@@ -102,23 +103,44 @@ class _InFlight:
         self._count = 0
         self._idle = threading.Condition()
 
-    def __call__(self, environ: dict, start_response: Callable) -> Iterator[bytes]:
+    def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
         with self._idle:
             self._count += 1
         try:
-            body: Iterable[bytes] = self.app(environ, start_response)
-            try:
-                yield from body
-            finally:
-                close = getattr(body, "close", None)
-                if close is not None:
-                    close()
-        finally:
-            with self._idle:
-                self._count -= 1
-                self._idle.notify_all()
+            return _Answer(self.app(environ, start_response), self._done)
+        except BaseException:
+            self._done()
+            raise
+
+    def _done(self) -> None:
+        with self._idle:
+            self._count -= 1
+            self._idle.notify_all()
 
     def wait_idle(self, timeout: float) -> bool:
         """Wait until no answer is in flight; False if ``timeout`` ran out."""
         with self._idle:
             return self._idle.wait_for(lambda: self._count == 0, timeout)
+
+
+class _Answer:
+    """An application's body, reporting once when the server closes it."""
+
+    __slots__ = ("body", "on_close")
+
+    def __init__(self, body: Iterable[bytes], on_close: Callable[[], None]) -> None:
+        self.body = body
+        self.on_close: Optional[Callable[[], None]] = on_close
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(self.body)
+
+    def close(self) -> None:
+        try:
+            close = getattr(self.body, "close", None)
+            if close is not None:
+                close()
+        finally:
+            on_close, self.on_close = self.on_close, None
+            if on_close is not None:
+                on_close()

@@ -35,9 +35,14 @@ Target = Union[str, Tuple[str, int]]
 Row = Tuple[int, str, str]
 
 
+#: One encoder for the process: ``json.dumps`` with options builds a new one
+#: per call, which every post pays.
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+
+
 def dumps(value: Any) -> str:
     """JSON as Odoo writes it on the bus: compact, no spaces, UTF-8 kept."""
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, sort_keys=False)
+    return _ENCODER.encode(value)
 
 
 @lru_cache(maxsize=65536)
@@ -107,6 +112,29 @@ def encode_entry(row_id: int, message: str) -> str:
     """One item of a poll answer, built from the stored JSON text without
     decoding it, so the same text can go to every poller."""
     return '{"id":%d,"message":%s}' % (row_id, message)
+
+
+class Entries(list):
+    """The entries of one poll answer, shared by every poll that gets the
+    same answer (the dispatcher hands one list to all the polls of a
+    channel set). Their JSON array is then built once, not once per poll.
+    Not to be modified once shared."""
+
+    __slots__ = ("_json",)
+
+    def json(self) -> str:
+        try:
+            return self._json
+        except AttributeError:
+            self._json = entries_json(list(self))
+            return self._json
+
+
+def entries_json(entries: list[str]) -> str:
+    """A poll answer's JSON array of encoded entries."""
+    if isinstance(entries, Entries):
+        return entries.json()
+    return "[" + ",".join(entries) + "]"
 
 
 def type_prefixes(types: Iterable[str]) -> tuple[str, ...]:

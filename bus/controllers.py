@@ -5,6 +5,7 @@ from typing import TYPE_CHECKING, Any
 
 from werkzeug.wrappers import Request, Response
 
+from .channels import entries_json
 from .jsonrpc import InvalidParams, RawJSON, param
 
 if TYPE_CHECKING:
@@ -22,7 +23,7 @@ def register(app: "BusApp") -> None:
             raise InvalidParams("'last' cannot be negative")
         options = param(params, "options", dict, {})
         entries = app.poll(request, channels, last, options)
-        return RawJSON("[" + ",".join(entries) + "]")
+        return RawJSON(entries_json(entries))
 
     @app.http_route("/longpolling/health")
     def health(request: Request) -> Response:

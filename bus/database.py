@@ -16,7 +16,6 @@ from contextlib import contextmanager
 
 import psycopg2
 import psycopg2.extensions
-import sqlalchemy.event
 import sqlalchemy.exc
 from sqlalchemy.pool import QueuePool
 
@@ -99,9 +98,13 @@ class Database:
     """A pool of connections to one database, plus the facts the bus needs
     about it (its name, a statement counter).
 
-    Pooling is SQLAlchemy's ``QueuePool`` (callers queue when all connections
-    are busy; a connection that failed is invalidated instead of returned);
-    the only thing added here is the zero-cost staleness check at checkout.
+    Pooling is SQLAlchemy's ``QueuePool``: callers queue when every
+    connection is out, and a connection that failed is invalidated instead
+    of returned. It is used bare, without a checkout event or a reset on
+    return, which together cost about 15 us of CPU per post (a post checks
+    out twice: its transaction, then the NOTIFY). The zero-cost staleness
+    check runs inline at checkout, and whoever opens a transaction ends it;
+    a connection that comes back mid-transaction anyway is rolled back.
     """
 
     def __init__(self, dsn: str, *, maxconn: int = 32, connect_timeout: int = 5) -> None:
@@ -114,8 +117,7 @@ class Database:
         self._connect_kwargs = {"connect_timeout": connect_timeout, "connection_factory": _CountingConnection}
         self.statements = _Counter()
         self._pool = QueuePool(self._create, pool_size=maxconn, max_overflow=0, timeout=30,
-                               reset_on_return="rollback")
-        sqlalchemy.event.listen(self._pool, "checkout", _refuse_stale)
+                               reset_on_return=None, use_lifo=True)
         self._dbname: Optional[str] = psycopg2.extensions.parse_dsn(dsn).get("dbname")
 
     def _create(self, **extra: Any) -> psycopg2.extensions.connection:
@@ -132,33 +134,48 @@ class Database:
                 self._dbname = cr.fetchone()[0]
         return self._dbname
 
-    def connect(self, *, autocommit: bool = False, keepalive: bool = False) -> psycopg2.extensions.connection:
-        """A connection outside the pool (the dispatcher's LISTEN connection).
+    def connect(self, *, autocommit: bool = False, keepalive: bool = False,
+                **parameters: Any) -> psycopg2.extensions.connection:
+        """A connection outside the pool (the dispatcher's LISTEN connection),
+        with extra libpq ``parameters`` such as ``application_name``.
 
         ``keepalive`` has the kernel probe an otherwise silent connection, so
         a listener whose peer vanished without a word (a dropped network)
         notices within about half a minute instead of waiting forever.
         """
         try:
-            conn = self._create(**(_KEEPALIVE if keepalive else {}))
+            conn = self._create(**(_KEEPALIVE if keepalive else {}), **parameters)
         except DISCONNECT_ERRORS as exc:
             raise DatabaseUnavailable(str(exc).strip()) from exc
         conn.autocommit = autocommit
         return conn
 
     def _checkout(self) -> Any:
-        try:
-            return self._pool.connect()
-        except DISCONNECT_ERRORS as exc:
-            raise DatabaseUnavailable(str(exc).strip()) from exc
-        except sqlalchemy.exc.TimeoutError as exc:
-            raise DatabaseUnavailable("no database connection became free in time") from exc
-        except (sqlalchemy.exc.DisconnectionError, sqlalchemy.exc.InvalidRequestError) as exc:
-            raise DatabaseUnavailable("the database keeps dropping connections") from exc
+        """A pooled connection's handle. After a restart every idle
+        connection is dead: they are dropped until a live or a new one
+        comes out."""
+        for _ in range(self._pool.size() + 1):
+            try:
+                handle = self._pool.connect()
+            except DISCONNECT_ERRORS as exc:
+                raise DatabaseUnavailable(str(exc).strip()) from exc
+            except sqlalchemy.exc.TimeoutError as exc:
+                raise DatabaseUnavailable("no database connection became free in time") from exc
+            if not _is_stale(handle.dbapi_connection):
+                return handle
+            self._checkin(handle, broken=True)
+        raise DatabaseUnavailable("the database keeps dropping connections")
 
     @staticmethod
     def _checkin(handle: Any, *, broken: bool) -> None:
-        if broken or handle.dbapi_connection is None or handle.dbapi_connection.closed:
+        conn = handle.dbapi_connection
+        if not broken and conn is not None and not conn.closed \
+                and conn.info.transaction_status != psycopg2.extensions.TRANSACTION_STATUS_IDLE:
+            try:
+                conn.rollback()
+            except psycopg2.Error:
+                broken = True
+        if broken or conn is None or conn.closed:
             handle.invalidate()
         handle.close()
 
@@ -186,12 +203,6 @@ class Database:
 
     def close(self) -> None:
         self._pool.dispose()
-
-
-def _refuse_stale(conn: psycopg2.extensions.connection, record: Any, proxy: Any) -> None:
-    if _is_stale(conn):
-        # QueuePool's documented way to say "replace this one and retry".
-        raise sqlalchemy.exc.DisconnectionError()
 
 
 class Transaction:

@@ -24,8 +24,9 @@ from typing import Iterable, Optional, Sequence
 import psycopg2
 
 from . import models
-from .channels import NOTIFY_CHANNEL, OUTDATED_TYPE, Row, encode_entry, encode_message, parse_notify_payload
-from .database import DISCONNECT_ERRORS, Database, DatabaseUnavailable
+from .channels import (NOTIFY_CHANNEL, OUTDATED_TYPE, Entries, Row, encode_entry, encode_message,
+                       parse_notify_payload)
+from .database import DISCONNECT_ERRORS, CountingCursor, Database, DatabaseUnavailable
 from .watermark import Watermark
 
 _logger = logging.getLogger(__name__)
@@ -41,16 +42,29 @@ GAP_RECHECK = 0.02
 GAP_RECHECK_MAX = 0.5
 RECONNECT_FIRST = 0.1
 RECONNECT_MAX = 2.0
+#: How the listening connection shows in ``pg_stat_activity``.
+APPLICATION_NAME = "imbus-dispatcher"
 
 
-class Waiter:
-    """One parked poll: the channels it listens to and the event that wakes it."""
+class Audience:
+    """The parked polls listening to one same set of channels.
 
-    __slots__ = ("channels", "event")
+    They share one wake-up event and, for a given ``last``, one answer: when
+    one message wakes 10,000 polls of the same channels, the answer is
+    collected once and a parked poll costs no object of its own. Each
+    wake-up replaces the event, so a poll that takes the current event
+    before it reads can never sleep through a wake-up that came after its
+    read.
+    """
+
+    __slots__ = ("channels", "event", "size", "answer")
 
     def __init__(self, channels: frozenset[str]) -> None:
         self.channels = channels
         self.event = threading.Event()
+        self.size = 0
+        #: The last answer collected: (last, position, entries).
+        self.answer: Optional[tuple[int, int, list[str]]] = None
 
 
 class Dispatcher:
@@ -82,7 +96,8 @@ class Dispatcher:
         self._cache_floor = 0  # every final row with a larger id is cached
         #: The last id this process has read and taken as final.
         self.position = 0
-        self._waiters: dict[str, set[Waiter]] = {}
+        self._audiences: dict[frozenset[str], Audience] = {}
+        self._listening: dict[str, set[Audience]] = {}
         self._lock = threading.Lock()
         self._thread: Optional[threading.Thread] = None
         self._ready = threading.Event()
@@ -110,9 +125,9 @@ class Dispatcher:
         self._stopping = True
         os.write(self._wakeup_w, b"x")
         with self._lock:
-            waiters = [w for ws in self._waiters.values() for w in ws]
-        for waiter in waiters:
-            waiter.event.set()
+            audiences = list(self._audiences.values())
+        for audience in audiences:
+            audience.event.set()
         if self._thread is not None:
             self._thread.join(timeout)
         else:
@@ -135,41 +150,42 @@ class Dispatcher:
         """Answer a long-poll: the entries after ``last`` on ``channels``,
         waiting up to ``timeout`` seconds for some when there are none yet.
 
-        The waiter is registered *before* the catch-up read, so a row that
-        becomes final between the two wakes it instead of being missed.
+        The poll joins its audience *before* the catch-up read, so a row that
+        becomes final between the two wakes it instead of being missed. The
+        list returned may be shared with other polls: do not modify it.
         """
         self.start()
         if not self._ready.wait(5.0):
             raise DatabaseUnavailable("the bus is not connected to the database yet")
         deadline = time.monotonic() + timeout
-        waiter = Waiter(frozenset(channels))
-        self._register(waiter)
+        audience = self._join(frozenset(channels))
         try:
-            entries, last = self._catch_up(waiter.channels, last, timeout)
+            event = audience.event
+            entries, last = self._catch_up(audience, last, timeout)
             while not entries and not peek and not self._stopping:
                 remaining = deadline - time.monotonic()
-                if remaining <= 0 or not waiter.event.wait(remaining):
+                if remaining <= 0 or not event.wait(remaining):
                     break
-                # Cleared before reading, so a wake-up during the read is kept.
-                waiter.event.clear()
-                entries, last = self._catch_up(waiter.channels, last, timeout)
+                event = audience.event
+                entries, last = self._catch_up(audience, last, timeout)
             return [] if self._stopping else entries
         finally:
-            self._unregister(waiter)
+            self._leave(audience)
 
-    def _catch_up(self, channels: frozenset[str], last: int, timeout: float) -> tuple[list[str], int]:
+    def _catch_up(self, audience: Audience, last: int, timeout: float) -> tuple[list[str], int]:
         """The entries after ``last``, and the ``last`` to wait from when
         there are none."""
         if last > 0:
-            return self._collect(channels, last), last
+            return self._collect(audience, last), last
         # A client's first poll: only what is younger than one poll cycle.
         # If that is nothing, it then follows this process's position, which
         # is answered from memory.
         upto = self.position if self.shared_reads else None
-        rows = models.fetch(self.database, sorted(channels), 0, upto, younger_than=timeout)
+        rows = models.fetch(self.database, sorted(audience.channels), 0, upto, younger_than=timeout)
         return [encode_entry(i, m) for i, m in rows], upto or 0
 
-    def _collect(self, channels: frozenset[str], last: int) -> list[str]:
+    def _collect(self, audience: Audience, last: int) -> list[str]:
+        channels = audience.channels
         prefix: list[str] = []
         if last < self.gc_floor:
             prefix.append(encode_entry(self.gc_floor, encode_message(OUTDATED_TYPE, {})))
@@ -179,39 +195,61 @@ class Dispatcher:
         position = self.position
         cache = self._cache
         if last >= self._cache_floor:
+            # Final rows never change, so an answer for (last, position) is
+            # the same for every poll of the audience.
+            answer = audience.answer
+            if not prefix and answer is not None and answer[0] == last and answer[1] == position:
+                return answer[2]
             start = bisect.bisect_right(cache, last, key=_row_id)
-            return prefix + [entry for row_id, channel, entry in cache[start:]
-                             if row_id <= position and channel in channels]
+            entries = Entries(entry for row_id, channel, entry in cache[start:]
+                              if row_id <= position and channel in channels)
+            if prefix:
+                return prefix + entries
+            audience.answer = (last, position, entries)
+            return entries
         return prefix + [encode_entry(i, m) for i, m in self._fetch(channels, last)]
 
     def _fetch(self, channels: frozenset[str], last: int) -> list[tuple[int, str]]:
         upto = self.position if self.shared_reads else None
         return models.fetch(self.database, sorted(channels), last, upto)
 
-    def _register(self, waiter: Waiter) -> None:
+    def _join(self, channels: frozenset[str]) -> Audience:
         with self._lock:
-            for channel in waiter.channels:
-                self._waiters.setdefault(channel, set()).add(waiter)
+            audience = self._audiences.get(channels)
+            if audience is None:
+                audience = self._audiences[channels] = Audience(channels)
+                for channel in channels:
+                    self._listening.setdefault(channel, set()).add(audience)
+            audience.size += 1
+            return audience
 
-    def _unregister(self, waiter: Waiter) -> None:
+    def _leave(self, audience: Audience) -> None:
         with self._lock:
-            for channel in waiter.channels:
-                waiters = self._waiters.get(channel)
-                if waiters is not None:
-                    waiters.discard(waiter)
-                    if not waiters:
-                        del self._waiters[channel]
+            audience.size -= 1
+            if audience.size:
+                return
+            del self._audiences[audience.channels]
+            for channel in audience.channels:
+                audiences = self._listening[channel]
+                audiences.discard(audience)
+                if not audiences:
+                    del self._listening[channel]
 
     @property
     def waiter_count(self) -> int:
+        """How many polls are parked or being answered."""
         with self._lock:
-            return len({w for ws in self._waiters.values() for w in ws})
+            return sum(audience.size for audience in self._audiences.values())
 
     def _wake(self, channels: Iterable[str]) -> None:
         with self._lock:
-            woken = {w for c in channels for w in self._waiters.get(c, ())}
-        for waiter in woken:
-            waiter.event.set()
+            woken = {a for c in channels for a in self._listening.get(c, ())}
+            events = []
+            for audience in woken:
+                events.append(audience.event)
+                audience.event = threading.Event()
+        for event in events:
+            event.set()
 
     # -- the listening loop --------------------------------------------------
 
@@ -226,9 +264,13 @@ class Dispatcher:
         while not self._stopping:
             conn = None
             try:
-                conn = self.database.connect(autocommit=True, keepalive=True)
-                with conn.cursor() as cr:
-                    cr.execute("LISTEN " + NOTIFY_CHANNEL)
+                conn = self.database.connect(autocommit=True, keepalive=True, application_name=APPLICATION_NAME)
+                # The shared reads run on the listening connection too: no
+                # pool checkout, and a statement prepared once per connection.
+                cr = conn.cursor(cursor_factory=CountingCursor)
+                cr.execute("LISTEN " + NOTIFY_CHANNEL)
+                if self.shared_reads:
+                    models.prepare_reads(cr)
                 if self.position == 0:
                     # Ids at or below the GC floor are gone or outdated
                     # anyway; starting there spares the first read a gap.
@@ -236,11 +278,11 @@ class Dispatcher:
                     self._cache_floor = self.position
                 # Anything committed while nobody listened is read now, and
                 # its waiters woken, instead of waiting for the next NOTIFY.
-                self._refresh(everything=True)
+                self._refresh(cr, everything=True)
                 self.connected.set()
                 self._ready.set()
                 delay = RECONNECT_FIRST
-                self._listen(conn)
+                self._listen(conn, cr)
             except (DatabaseUnavailable, *DISCONNECT_ERRORS) as exc:
                 if self._stopping:
                     break
@@ -257,7 +299,7 @@ class Dispatcher:
                 if conn is not None and not conn.closed:
                     conn.close()
 
-    def _listen(self, conn: psycopg2.extensions.connection) -> None:
+    def _listen(self, conn: psycopg2.extensions.connection, cr: psycopg2.extensions.cursor) -> None:
         # poll(), not select(): next to thousands of parked polls the
         # listener's socket number is above 1023, which select() refuses.
         poller = select.poll()
@@ -278,13 +320,15 @@ class Dispatcher:
             if self.watermark.blocked:
                 wait = min(wait, recheck)
             if not refresh:
-                readable = {fd for fd, _ in poller.poll(max(wait, 0) * 1000)}
-                if self._stopping:
-                    return
-                refresh = self.watermark.blocked
-                if conn.fileno() in readable:
-                    conn.poll()
-                    refresh = refresh or bool(conn.notifies)
+                # Notifications that came in with the answer to a read are
+                # already taken off the socket: do not sleep on them.
+                if not conn.notifies:
+                    readable = {fd for fd, _ in poller.poll(max(wait, 0) * 1000)}
+                    if self._stopping:
+                        return
+                    if conn.fileno() in readable:
+                        conn.poll()
+                refresh = self.watermark.blocked or bool(conn.notifies)
             channels: list[str] = []
             if conn.notifies and not self.shared_reads:
                 for notification in conn.notifies:
@@ -292,27 +336,28 @@ class Dispatcher:
             conn.notifies.clear()
             if refresh:
                 was_blocked_at = self.watermark.position if self.watermark.blocked else None
-                self._refresh(channels)
+                self._refresh(cr, channels)
                 held_at_same_gap = self.watermark.blocked and self.watermark.position == was_blocked_at
                 recheck = min(recheck * 2, GAP_RECHECK_MAX) if held_at_same_gap else GAP_RECHECK
 
-    def _refresh(self, channels: Sequence[str] = (), *, everything: bool = False) -> None:
+    def _refresh(self, cr: psycopg2.extensions.cursor, channels: Sequence[str] = (), *,
+                 everything: bool = False) -> None:
         """One shared read for the whole process, then wake whom it concerns."""
         if not self.shared_reads:
             # Odoo 15's way: wake the named channels (or all, after an outage)
             # and let every poller query the database for itself.
             if everything:
                 with self._lock:
-                    channels = list(self._waiters)
+                    channels = list(self._listening)
             self._wake(channels)
             return
         touched: set[str] = set()
         while True:
-            result = models.read_after(self.database, self.watermark.position, READ_BATCH)
+            result = models.read_after(cr, self.watermark.position, READ_BATCH)
             self.reads += 1
             self.gc_floor = max(self.gc_floor, result.gc_floor)
             final = self.watermark.advance(result.rows, result.running, result.xmax,
-                                           lambda: models.draw_transaction_id(self.database))
+                                           lambda: models.draw_transaction_id(cr))
             if final:
                 self._remember(final)
                 touched.update(channel for _, channel, _ in final)

@@ -9,10 +9,25 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Iterable, Optional, Sequence, Tuple
 
+import psycopg2.extensions
+
 from .channels import NOTIFY_CHANNEL, Row, Target, channel_with_db, encode_message, split_notify_payloads
 from .database import Database, Transaction
 
 _PENDING = "bus.pending"
+
+# Both start with pg_current_xact_id(), which gives the transaction its id
+# *before* nextval() hands out bus ids. The dispatcher relies on it: a bus id
+# that is missing below a visible one then belongs to a transaction that
+# already had its id when the reader's snapshot was taken (see
+# bus/watermark.py). Two statements in one string still make one round trip,
+# and cost the server no more than the call folded into the INSERT's WHERE.
+_INSERT_ONE = "SELECT pg_current_xact_id(); INSERT INTO bus_bus (channel, message) VALUES (%s, %s)"
+_INSERT_MANY = (
+    "SELECT pg_current_xact_id();"
+    " INSERT INTO bus_bus (channel, message)"
+    " SELECT c, m FROM unnest(%s::text[], %s::text[]) WITH ORDINALITY AS t(c, m, n) ORDER BY n"
+)
 
 
 def sendone(tx: Transaction, target: Target, notification_type: str, payload: Any) -> None:
@@ -41,19 +56,16 @@ def _write_pending(tx: Transaction) -> None:
     pending = tx.data.pop(_PENDING, [])
     if not pending:
         return
-    channels = [channel for channel, _ in pending]
-    messages = [message for _, message in pending]
-    # pg_current_xact_id() gives the transaction its id *before* nextval()
-    # hands out bus ids. The dispatcher relies on it: a bus id that is missing
-    # below a visible one then belongs to a transaction that already had its
-    # id when the reader's snapshot was taken (see bus/watermark.py).
-    tx.execute(
-        "SELECT pg_current_xact_id();"
-        " INSERT INTO bus_bus (channel, message)"
-        " SELECT c, m FROM unnest(%s::text[], %s::text[]) WITH ORDINALITY AS t(c, m, n) ORDER BY n",
-        (channels, messages),
-    )
-    distinct = list(dict.fromkeys(channels))
+    if len(pending) == 1:
+        # The common post. VALUES costs the server ~40 us less per commit
+        # than the array form (array input, a function scan, a subquery).
+        [(channel, message)] = pending
+        tx.execute(_INSERT_ONE, (channel, message))
+        distinct = [channel]
+    else:
+        channels = [channel for channel, _ in pending]
+        tx.execute(_INSERT_MANY, (channels, [message for _, message in pending]))
+        distinct = list(dict.fromkeys(channels))
     tx.on_postcommit(lambda: notify(tx.database, distinct))
 
 
@@ -78,21 +90,27 @@ class ReadResult:
     gc_floor: int
 
 
-def read_after(database: Database, after_id: int, limit: int) -> ReadResult:
-    """Every visible row with id > ``after_id``, in id order, and the snapshot.
+def prepare_reads(cr: psycopg2.extensions.cursor) -> None:
+    """Prepare the shared read on the dispatcher's own connection: planning
+    it costs the server more than running it (about 0.1 ms of every wake-up)."""
+    cr.execute(
+        "PREPARE imbus_read_after (bigint, integer) AS"
+        " SELECT pg_current_snapshot()::text, g.last_deleted_id, b.id, b.channel, b.message"
+        " FROM pg_current_snapshot() AS s CROSS JOIN bus_gc AS g"
+        " LEFT JOIN LATERAL (SELECT id, channel, message FROM bus_bus WHERE id > $1 ORDER BY id LIMIT $2) AS b"
+        " ON true ORDER BY b.id"
+    )
+
+
+def read_after(cr: psycopg2.extensions.cursor, after_id: int, limit: int) -> ReadResult:
+    """Every visible row with id > ``after_id``, in id order, and the snapshot,
+    on a connection where :func:`prepare_reads` ran.
 
     One statement, so the rows and ``pg_current_snapshot()`` describe the same
     instant.
     """
-    with database.cursor() as cr:
-        cr.execute(
-            "SELECT pg_current_snapshot()::text, g.last_deleted_id, b.id, b.channel, b.message"
-            " FROM pg_current_snapshot() AS s CROSS JOIN bus_gc AS g"
-            " LEFT JOIN LATERAL (SELECT id, channel, message FROM bus_bus WHERE id > %s ORDER BY id LIMIT %s) AS b"
-            " ON true ORDER BY b.id",
-            (after_id, limit),
-        )
-        result = cr.fetchall()
+    cr.execute("EXECUTE imbus_read_after (%s, %s)", (after_id, limit))
+    result = cr.fetchall()
     snapshot, gc_floor = result[0][0], result[0][1]
     _, xmax, xip = snapshot.split(":")
     running = frozenset(int(x) for x in xip.split(",")) if xip else frozenset()
@@ -100,13 +118,12 @@ def read_after(database: Database, after_id: int, limit: int) -> ReadResult:
     return ReadResult(rows, running, int(xmax), gc_floor)
 
 
-def draw_transaction_id(database: Database) -> int:
+def draw_transaction_id(cr: psycopg2.extensions.cursor) -> int:
     """A transaction id newer than every id that existed before this call,
-    in a transaction that has completed when this returns: the horizon the
-    watermark needs for a newly seen gap."""
-    with database.cursor() as cr:
-        cr.execute("SELECT pg_current_xact_id()::text")
-        return int(cr.fetchone()[0])
+    in a transaction that has completed when this returns (``cr`` is in
+    autocommit mode): the horizon the watermark needs for a newly seen gap."""
+    cr.execute("SELECT pg_current_xact_id()::text")
+    return int(cr.fetchone()[0])
 
 
 def gc_floor(database: Database) -> int:

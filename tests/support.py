@@ -11,6 +11,8 @@ import psycopg2
 import psycopg2.extensions
 import requests
 
+from bus.dispatcher import APPLICATION_NAME
+
 
 def admin_url(url: str) -> str:
     """The same server's ``postgres`` database, for CREATE/DROP DATABASE."""
@@ -147,8 +149,8 @@ def listener_pids(database_url: str) -> list[int]:
     conn.autocommit = True
     try:
         with conn.cursor() as cr:
-            cr.execute("SELECT pid FROM pg_stat_activity WHERE datname = %s AND query = 'LISTEN imbus' ORDER BY pid",
-                       (dbname,))
+            cr.execute("SELECT pid FROM pg_stat_activity WHERE datname = %s AND application_name = %s ORDER BY pid",
+                       (dbname, APPLICATION_NAME))
             return [pid for pid, in cr.fetchall()]
     finally:
         conn.close()

@@ -13,8 +13,8 @@ import time
 
 import pytest
 
-from bus import sendone
-from bus.dispatcher import Dispatcher
+from bus import models, sendone
+from bus.dispatcher import Audience, Dispatcher
 from bus.watermark import Watermark
 from tests.support import poll
 
@@ -138,14 +138,18 @@ def test_a_gap_owned_by_a_transaction_above_the_snapshot_xmax_is_held(app):
     for thread in threads:
         thread.start()
     assert a_committed.wait(5)
-    dispatcher._refresh()
+    reader = app.database.connect(autocommit=True)
+    cr = reader.cursor()
+    models.prepare_reads(cr)
+    dispatcher._refresh(cr)
     assert dispatcher.position == 0, "A's row was taken as final while B's older id was pending"
     read_done.set()
     release_b.set()
     for thread in threads:
         thread.join(5)
-    dispatcher._refresh()
-    answer = dispatcher._collect(frozenset({f'["{app.database.dbname}","c"]'}), 0)
+    dispatcher._refresh(cr)
+    reader.close()
+    answer = dispatcher._collect(Audience(frozenset({f'["{app.database.dbname}","c"]'})), 0)
     assert [('"B"' in entry, '"A"' in entry) for entry in answer] == [(True, False), (False, True)]
     dispatcher.stop()
 

@@ -1,6 +1,7 @@
 """The send path: rows in the caller's transaction, NOTIFY only after COMMIT."""
 import json
 import select
+import threading
 import time
 
 import psycopg2
@@ -8,7 +9,7 @@ import pytest
 
 from bus import channel_with_db, sendmany, sendone
 from bus.channels import NOTIFY_PAYLOAD_LIMIT, split_notify_payloads
-from bus.database import Database
+from bus.database import Database, DatabaseUnavailable
 from bus import schema
 
 
@@ -143,3 +144,50 @@ def test_split_respects_the_byte_limit_with_multibyte_names():
     payloads = list(split_notify_payloads(channels))
     assert all(len(p.encode("utf-8")) <= NOTIFY_PAYLOAD_LIMIT for p in payloads)
     assert [c for p in payloads for c in json.loads(p)] == [json.loads(c) for c in channels]
+
+
+def test_a_post_is_one_statement_to_write_and_one_to_announce(db):
+    for notifications in ([("general", "t", {})], [("general", "t", {}), (("res.partner", 3), "t", {})]):
+        before = db.statements.value
+        with db.transaction() as tx:
+            sendmany(tx, notifications)
+        assert db.statements.value - before == 2
+
+
+def test_a_post_waits_for_a_free_connection_or_gives_up_cleanly(db, database_url):
+    single = Database(database_url, maxconn=1)
+    single._pool._timeout = 0.3  # 30 s in production
+    posted = threading.Event()
+
+    def post():
+        with single.transaction() as tx:
+            sendone(tx, "general", "t", {})
+        posted.set()
+
+    try:
+        with single.transaction():
+            with pytest.raises(DatabaseUnavailable):
+                post()
+            single._pool._timeout = 5
+            writer = threading.Thread(target=post)
+            writer.start()
+            assert not posted.wait(0.3), "a second connection was opened past maxconn"
+        assert posted.wait(5)
+        writer.join(5)
+        assert len(rows(db)) == 1
+    finally:
+        single.close()
+
+
+def test_a_connection_goes_back_to_the_pool_without_its_transaction(db, database_url):
+    single = Database(database_url, maxconn=1)
+    try:
+        with pytest.raises(RuntimeError):
+            with single.cursor(autocommit=False) as cr:
+                cr.execute("INSERT INTO bus_bus (channel, message) VALUES ('c', 'm')")
+                raise RuntimeError("the caller's work failed")
+        with single.cursor() as cr:  # the same connection: the pool holds one
+            cr.execute("SELECT count(*) FROM bus_bus")
+            assert cr.fetchone()[0] == 0
+    finally:
+        single.close()

@@ -266,11 +266,9 @@ class Dispatcher:
             try:
                 conn = self.database.connect(autocommit=True, keepalive=True, application_name=APPLICATION_NAME)
                 # The shared reads run on the listening connection too: no
-                # pool checkout, and a statement prepared once per connection.
+                # pool checkout, and their statement is prepared once.
                 cr = conn.cursor(cursor_factory=CountingCursor)
                 cr.execute("LISTEN " + NOTIFY_CHANNEL)
-                if self.shared_reads:
-                    models.prepare_reads(cr)
                 if self.position == 0:
                     # Ids at or below the GC floor are gone or outdated
                     # anyway; starting there spares the first read a gap.

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Iterable, Optional
 
-from bus.database import Database, Transaction
+from bus.database import Database, Transaction, execute_prepared
 from bus.jsonrpc import InvalidParams, NotFound
 from bus.models import sendmany, sendone
 
@@ -313,6 +313,18 @@ def notify_typing(tx: Transaction, channel: Channel, partner_id: int, partner_na
     })
 
 
+_POLL_TARGETS = (
+    "WITH caller AS (SELECT partner_id FROM res_users WHERE id = $1::integer AND session_version = $2::integer)"
+    " SELECT c.partner_id, m.channel_id, NULL FROM caller c"
+    " LEFT JOIN mail_channel_partner m ON m.partner_id = c.partner_id"
+    " UNION ALL"
+    " SELECT NULL, NULL, ch.uuid FROM mail_channel ch"
+    " WHERE ch.uuid = ANY($3::text[]) AND ch.channel_type = 'channel' AND ch.public = 'public'"
+    " AND NOT EXISTS (SELECT 1 FROM mail_channel_partner m JOIN caller c ON c.partner_id = m.partner_id"
+    " WHERE m.channel_id = ch.id)"
+)
+
+
 def poll_targets(database: Database, session: Optional[Session],
                  names: list[str]) -> tuple[Optional[int], list[int], list[str]]:
     """What a poll may listen to, in one query: the caller's partner id (None
@@ -322,17 +334,9 @@ def poll_targets(database: Database, session: Optional[Session],
     channel itself; hearing the uuid too would deliver every message twice)."""
     uid, version = (session.uid, session.version) if session is not None else (None, None)
     with database.cursor() as cr:
-        cr.execute(
-            "WITH caller AS (SELECT partner_id FROM res_users WHERE id = %(uid)s AND session_version = %(sv)s)"
-            " SELECT c.partner_id, m.channel_id, NULL FROM caller c"
-            " LEFT JOIN mail_channel_partner m ON m.partner_id = c.partner_id"
-            " UNION ALL"
-            " SELECT NULL, NULL, ch.uuid FROM mail_channel ch"
-            " WHERE ch.uuid = ANY(%(names)s) AND ch.channel_type = 'channel' AND ch.public = 'public'"
-            " AND NOT EXISTS (SELECT 1 FROM mail_channel_partner m JOIN caller c ON c.partner_id = m.partner_id"
-            " WHERE m.channel_id = ch.id)",
-            {"uid": uid, "sv": version, "names": list(names)},
-        )
+        # Prepared: every poll runs it, and planning it costs PostgreSQL
+        # about 0.2 ms, twice what running it does.
+        execute_prepared(cr, "imbus_poll_targets", _POLL_TARGETS, (uid, version, list(names)))
         rows = cr.fetchall()
     partner_id = next((row[0] for row in rows if row[0] is not None), None)
     channel_ids = [row[1] for row in rows if row[1] is not None]

@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from bus import models, sendone
+from bus import sendone
 from bus.dispatcher import Audience, Dispatcher
 from bus.watermark import Watermark
 from tests.support import poll
@@ -140,7 +140,6 @@ def test_a_gap_owned_by_a_transaction_above_the_snapshot_xmax_is_held(app):
     assert a_committed.wait(5)
     reader = app.database.connect(autocommit=True)
     cr = reader.cursor()
-    models.prepare_reads(cr)
     dispatcher._refresh(cr)
     assert dispatcher.position == 0, "A's row was taken as final while B's older id was pending"
     read_done.set()

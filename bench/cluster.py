@@ -62,18 +62,21 @@ def bench_database(*, durable: bool = True, settings: Optional[dict[str, str]] =
                 cluster.destroy()
 
 
-def _scalar(url: str, query: str) -> int:
+def _scalar(url: str, query: str, params: tuple = ()) -> int:
     conn = psycopg2.connect(url)
     try:
         with conn.cursor() as cr:
-            cr.execute(query)
+            cr.execute(query, params)
             return cr.fetchone()[0]
     finally:
         conn.close()
 
 
-def max_bus_id(url: str) -> int:
-    return _scalar(url, "SELECT COALESCE(max(id), 0) FROM bus_bus")
+def max_bus_id(url: str, channel: Optional[str] = None) -> int:
+    """The newest bus id, or the newest on ``channel`` (a channel key)."""
+    if channel is None:
+        return _scalar(url, "SELECT COALESCE(max(id), 0) FROM bus_bus")
+    return _scalar(url, "SELECT COALESCE(max(id), 0) FROM bus_bus WHERE channel = %s", (channel,))
 
 
 def bus_row_count(url: str) -> int:

@@ -16,6 +16,8 @@ from typing import Any, Optional
 
 import psycopg2.extensions
 
+from bus.channels import channel_with_db
+
 from . import client
 from .cluster import bench_database, max_bus_id
 from .processes import ServerProcess, free_port
@@ -100,7 +102,10 @@ async def _run(port: int, url: str, pollers: int, duration: float, catch_up: flo
     started = time.monotonic()
     await asyncio.gather(*(write(i, c, started + duration) for i, c in enumerate(posters)))
     written = time.monotonic() - started
-    target = await loop.run_in_executor(None, max_bus_id, url)
+    # The newest row the polls hear: a post also writes to the channel's
+    # uuid, which members do not listen to (they hear the channel itself).
+    heard = channel_with_db(dbname, ("mail.channel", channel_id))
+    target = await loop.run_in_executor(None, max_bus_id, url, heard)
     for i, task in enumerate(followers):
         settle(i, task)
     _, pending = await asyncio.wait(followers, timeout=catch_up)

@@ -15,6 +15,7 @@ from typing import Any, Callable, Iterator, Optional
 from contextlib import contextmanager
 
 import psycopg2
+import psycopg2.errors
 import psycopg2.extensions
 import sqlalchemy.exc
 from sqlalchemy.pool import QueuePool
@@ -72,7 +73,29 @@ def execute_prepared(cr: psycopg2.extensions.cursor, name: str, statement: str, 
     if name not in conn.prepared:
         psycopg2.extensions.cursor.execute(cr, f"PREPARE {name} AS {statement}")
         conn.prepared.add(name)
-    cr.execute(f"EXECUTE {name} ({', '.join(['%s'] * len(params))})", params)
+    try:
+        cr.execute(f"EXECUTE {name} ({', '.join(['%s'] * len(params))})", params)
+    except (psycopg2.errors.InvalidSqlStatementName, psycopg2.errors.FeatureNotSupported):
+        # Deallocated behind our back (DISCARD ALL, a pooler), or its result
+        # type changed (a migration): prepare afresh, once, where nothing
+        # else of the caller's was rolled back with the failed EXECUTE.
+        conn.prepared.clear()
+        if not conn.autocommit:
+            raise
+        psycopg2.extensions.cursor.execute(cr, "DEALLOCATE ALL")
+        execute_prepared(cr, name, statement, params)
+
+
+def _connection_lost(error: BaseException, conn: Optional[psycopg2.extensions.connection]) -> bool:
+    """Whether ``error`` means the connection (or the server) is gone.
+
+    psycopg2 raises deadlocks, serialization failures and statement timeouts
+    as ``OperationalError`` too; they leave a healthy connection and are the
+    caller's to handle, not a reason to answer "database unavailable".
+    """
+    if isinstance(error, psycopg2.InterfaceError):
+        return True
+    return isinstance(error, psycopg2.OperationalError) and (conn is None or bool(conn.closed))
 
 
 def cooperate_with_gevent() -> None:
@@ -134,7 +157,10 @@ class Database:
         self.dsn = psycopg2.extensions.make_dsn(dsn, options=f"{options} -c jit=off".strip())
         self._connect_kwargs = {"connect_timeout": connect_timeout, "connection_factory": _CountingConnection}
         self.statements = _Counter()
-        self._pool = QueuePool(self._create, pool_size=maxconn, max_overflow=0, timeout=30,
+        # Keepalive on pooled connections too: one left idle at the bottom of
+        # the LIFO stack behind a NAT that forgot it then shows as broken at
+        # checkout instead of hanging its first statement.
+        self._pool = QueuePool(lambda: self._create(**_KEEPALIVE), pool_size=maxconn, max_overflow=0, timeout=30,
                                reset_on_return=None, use_lifo=True)
         self._dbname: Optional[str] = psycopg2.extensions.parse_dsn(dsn).get("dbname")
 
@@ -210,7 +236,9 @@ class Database:
                 yield cr
             if not autocommit:
                 conn.commit()
-        except DISCONNECT_ERRORS as exc:
+        except psycopg2.Error as exc:
+            if not _connection_lost(exc, conn):
+                raise
             broken = True
             raise DatabaseUnavailable(str(exc).strip()) from exc
         finally:
@@ -279,7 +307,8 @@ class Transaction:
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> bool:
         conn = self._conn
         assert conn is not None
-        broken = False
+        lost = exc_type is not None and _connection_lost(exc, conn)
+        broken = lost
         committed = False
         try:
             if exc_type is None:
@@ -290,10 +319,10 @@ class Transaction:
                 committed = True
             elif not conn.closed:
                 conn.rollback()
-        except DISCONNECT_ERRORS as error:
-            broken = True
-            raise DatabaseUnavailable(str(error).strip()) from error
-        except BaseException:
+        except BaseException as error:
+            if _connection_lost(error, conn):
+                broken = True
+                raise DatabaseUnavailable(str(error).strip()) from error
             if not conn.closed:
                 try:
                     conn.rollback()
@@ -301,8 +330,6 @@ class Transaction:
                     broken = True
             raise
         finally:
-            if exc_type is not None and isinstance(exc, DISCONNECT_ERRORS):
-                broken = True
             if self.cursor is not None and not self.cursor.closed:
                 self.cursor.close()
             self.database._checkin(self._handle, broken=broken)
@@ -317,6 +344,6 @@ class Transaction:
                     # for a caller whose write succeeded. Pollers catch up at
                     # the dispatcher's next read.
                     _logger.exception("post-commit hook failed")
-        if exc_type is not None and isinstance(exc, DISCONNECT_ERRORS):
+        if lost:
             raise DatabaseUnavailable(str(exc).strip()) from exc
         return False

@@ -93,7 +93,7 @@ class JSONResponse(Response):
 
     def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
         if (self.direct_passthrough or self._on_close or not isinstance(self.response, list)
-                or environ["REQUEST_METHOD"] == "HEAD"):
+                or environ["REQUEST_METHOD"] == "HEAD" or self.status_code < 200 or self.status_code in (204, 304)):
             return super().__call__(environ, start_response)
         start_response(self.status, self.headers.to_wsgi_list())
         return self.response

@@ -9,7 +9,7 @@ import pytest
 
 from bus import channel_with_db, sendmany, sendone
 from bus.channels import NOTIFY_PAYLOAD_LIMIT, split_notify_payloads
-from bus.database import Database, DatabaseUnavailable
+from bus.database import Database, DatabaseUnavailable, execute_prepared
 from bus import schema
 
 
@@ -191,3 +191,33 @@ def test_a_connection_goes_back_to_the_pool_without_its_transaction(db, database
             assert cr.fetchone()[0] == 0
     finally:
         single.close()
+
+
+def test_a_prepared_statement_is_prepared_again_after_a_deallocate(database_url):
+    """A pooler's DISCARD ALL (or an administrator) can drop a connection's
+    prepared statements behind its back: the next use prepares it again."""
+    single = Database(database_url, maxconn=1)
+    try:
+        for value, meddle in ((1, None), (2, "DEALLOCATE ALL"), (3, None)):
+            with single.cursor() as cr:
+                if meddle:
+                    cr.execute(meddle)
+                execute_prepared(cr, "imbus_test_echo", "SELECT $1::integer", (value,))
+                assert cr.fetchone()[0] == value
+    finally:
+        single.close()
+
+
+def test_a_deadlock_is_the_callers_error_not_an_outage(db):
+    """psycopg2 raises a deadlock as an OperationalError, like a lost
+    connection; it must reach the caller as itself, and the connection stays
+    usable."""
+    with pytest.raises(psycopg2.errors.DeadlockDetected):
+        with db.transaction() as tx:
+            tx.execute("DO $$ BEGIN RAISE EXCEPTION USING ERRCODE = 'deadlock_detected'; END $$")
+    with pytest.raises(psycopg2.errors.DeadlockDetected):
+        with db.cursor() as cr:
+            cr.execute("DO $$ BEGIN RAISE EXCEPTION USING ERRCODE = 'deadlock_detected'; END $$")
+    with db.cursor() as cr:
+        cr.execute("SELECT 1")
+        assert cr.fetchone()[0] == 1

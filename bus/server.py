@@ -16,6 +16,7 @@ import logging
 import signal
 import socket
 import threading
+import time
 from typing import Callable, Iterable, Iterator, Optional
 
 _logger = logging.getLogger(__name__)
@@ -24,6 +25,8 @@ _logger = logging.getLogger(__name__)
 GRACE = 3.0
 #: Seconds gevent's server then gives its remaining (idle) connections.
 _IDLE_CLOSE = 0.2
+#: How often a shutdown looks whether the answers in flight are out.
+_IDLE_CHECK = 0.02
 
 
 def serve_gevent(app: Callable, host: str, port: int, *, on_shutdown: Optional[Callable[[], None]] = None,
@@ -89,48 +92,49 @@ def serve_threaded(app: Callable, host: str, port: int, *, on_shutdown: Optional
 
 
 class _InFlight:
-    """WSGI middleware counting the answers not yet fully written.
+    """WSGI middleware keeping the answers not yet fully written.
 
     A shutdown waits for these, not for the server's connections: an idle
     keep-alive connection must not hold it, and Werkzeug's request threads
     are daemons, so the process would otherwise exit under an answer that is
     still being sent. An answer counts until the server closes its body, as
-    WSGI servers must.
+    WSGI servers must. The answers are kept in a set, whose add and discard
+    are atomic in threads and greenlets alike: a lock and a condition here
+    cost every answer of a fan-out about 3 us.
     """
 
     def __init__(self, app: Callable) -> None:
         self.app = app
-        self._count = 0
-        self._idle = threading.Condition()
+        self._live: set[_Answer] = set()
 
     def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
-        with self._idle:
-            self._count += 1
+        answer = _Answer(self._live)
+        self._live.add(answer)
         try:
-            return _Answer(self.app(environ, start_response), self._done)
+            answer.body = self.app(environ, start_response)
         except BaseException:
-            self._done()
+            self._live.discard(answer)
             raise
-
-    def _done(self) -> None:
-        with self._idle:
-            self._count -= 1
-            self._idle.notify_all()
+        return answer
 
     def wait_idle(self, timeout: float) -> bool:
         """Wait until no answer is in flight; False if ``timeout`` ran out."""
-        with self._idle:
-            return self._idle.wait_for(lambda: self._count == 0, timeout)
+        deadline = time.monotonic() + timeout
+        while self._live:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(_IDLE_CHECK)
+        return True
 
 
 class _Answer:
-    """An application's body, reporting once when the server closes it."""
+    """An application's body, leaving the live set when the server closes it."""
 
-    __slots__ = ("body", "on_close")
+    __slots__ = ("body", "live")
 
-    def __init__(self, body: Iterable[bytes], on_close: Callable[[], None]) -> None:
-        self.body = body
-        self.on_close: Optional[Callable[[], None]] = on_close
+    def __init__(self, live: set["_Answer"]) -> None:
+        self.body: Iterable[bytes] = ()
+        self.live = live
 
     def __iter__(self) -> Iterator[bytes]:
         return iter(self.body)
@@ -141,6 +145,4 @@ class _Answer:
             if close is not None:
                 close()
         finally:
-            on_close, self.on_close = self.on_close, None
-            if on_close is not None:
-                on_close()
+            self.live.discard(self)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import resource
-import signal
 import socket
 import subprocess
 import sys
@@ -12,6 +11,8 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Optional
+
+from bus.embedded_postgres import interrupt
 
 REPO = Path(__file__).resolve().parent.parent
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -90,13 +91,7 @@ class ServerProcess:
         return rss_kib(self.pid)
 
     def stop(self, timeout: float = 10.0) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGINT)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        interrupt(self.process, timeout)
 
     def __enter__(self) -> "ServerProcess":
         return self

@@ -21,7 +21,7 @@ import sys
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import psycopg2
 import psycopg2.extensions
@@ -71,21 +71,16 @@ def _raw_writer(url: str, number: int, go: Any, start: Any, duration: float, res
     cr, ncr = conn.cursor(), notifier.cursor()
     channel = channel_with_db(_dbname(url), CHANNEL)
     announced = "[" + channel + "]"
-    results.put(("ready", number))
-    go.wait()
-    _sleep_until(start.value)
-    stop = start.value + duration
-    count, cpu = 0, time.process_time()
-    while time.monotonic() < stop:
+
+    def commit() -> None:
         message = encode_message("bench", {"t": time.monotonic(), "w": number})
         cr.execute("INSERT INTO bus_bus (channel, message) VALUES (%s, %s)", (channel, message))
         conn.commit()
         ncr.execute("SELECT pg_notify(%s, %s)", (NOTIFY_CHANNEL, announced))
-        count += 1
-    cpu = time.process_time() - cpu
+
+    _timed_commits(commit, number, go, start, duration, results)
     conn.close()
     notifier.close()
-    results.put(("done", count, cpu))
 
 
 def _bus_writer(url: str, number: int, go: Any, start: Any, duration: float, results: Any) -> None:
@@ -93,24 +88,30 @@ def _bus_writer(url: str, number: int, go: Any, start: Any, duration: float, res
     database = Database(url, maxconn=2)
     with database.transaction() as tx:  # open the pool's connections before timing
         tx.execute("SELECT 1")
+
+    def commit() -> None:
+        with database.transaction() as tx:
+            sendone(tx, CHANNEL, "bench", {"t": time.monotonic(), "w": number})
+
+    _timed_commits(commit, number, go, start, duration, results)
+    database.close()
+
+
+def _timed_commits(commit: Callable[[], None], number: int, go: Any, start: Any, duration: float,
+                   results: Any) -> None:
+    """Report ready, wait for the common start, then ``commit`` for
+    ``duration`` seconds and report the count and the CPU time it took."""
     results.put(("ready", number))
     go.wait()
-    _sleep_until(start.value)
+    delay = start.value - time.monotonic()
+    if delay > 0:
+        time.sleep(delay)
     stop = start.value + duration
     count, cpu = 0, time.process_time()
     while time.monotonic() < stop:
-        with database.transaction() as tx:
-            sendone(tx, CHANNEL, "bench", {"t": time.monotonic(), "w": number})
+        commit()
         count += 1
-    cpu = time.process_time() - cpu
-    database.close()
-    results.put(("done", count, cpu))
-
-
-def _sleep_until(moment: float) -> None:
-    delay = moment - time.monotonic()
-    if delay > 0:
-        time.sleep(delay)
+    results.put(("done", count, time.process_time() - cpu))
 
 
 def run_writers(url: str, writer: Any, duration: float, on_start: Any = None) -> tuple[WriteRun, float]:

@@ -26,6 +26,19 @@ from typing import Optional
 _logger = logging.getLogger(__name__)
 
 
+
+def interrupt(process: subprocess.Popen, timeout: float) -> None:
+    """SIGINT (PostgreSQL's fast shutdown, a server's KeyboardInterrupt),
+    then SIGKILL if ``process`` has not exited within ``timeout`` seconds."""
+    if process.poll() is not None:
+        return
+    process.send_signal(signal.SIGINT)
+    try:
+        process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
 class PostgresNotFound(RuntimeError):
     pass
 
@@ -186,13 +199,7 @@ class EmbeddedPostgres:
         """Fast shutdown: running sessions are ended, data is kept."""
         if self.process is None:
             return
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGINT)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        interrupt(self.process, timeout)
         self.process = None
 
     def restart(self) -> None:

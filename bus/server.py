@@ -36,6 +36,8 @@ def serve_gevent(app: Callable, host: str, port: int, *, on_shutdown: Optional[C
     from gevent.pool import Pool
     from gevent.pywsgi import WSGIServer
 
+    from .request_head import Handler
+
     listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     # Linux copies TCP_NODELAY to accepted sockets. Without it a small poll
@@ -46,7 +48,7 @@ def serve_gevent(app: Callable, host: str, port: int, *, on_shutdown: Optional[C
     tracked = _InFlight(app)
     # A pool rather than bare greenlets, so that stopping can end the
     # connections still open once the answers in flight are out.
-    server = WSGIServer(listener, tracked, spawn=Pool(), log=None, error_log=_logger)
+    server = WSGIServer(listener, tracked, spawn=Pool(), log=None, error_log=_logger, handler_class=Handler)
 
     def shut_down() -> None:
         _logger.info("SIGTERM: shutting down")

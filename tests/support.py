@@ -57,11 +57,13 @@ class HttpServer:
 
             from gevent.pywsgi import WSGIServer
 
+            from bus.request_head import Handler
+
             listener = socket.socket()
             listener.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             listener.bind(("127.0.0.1", 0))
             listener.listen(1024)
-            self._server = WSGIServer(listener, app, log=None)
+            self._server = WSGIServer(listener, app, log=None, handler_class=Handler)
             self._server.start()
             self.port = listener.getsockname()[1]
         else:

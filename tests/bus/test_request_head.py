@@ -1,0 +1,119 @@
+"""The request-head parser that replaces the email package in gevent's
+pywsgi: what pywsgi asks of it, and malformed heads refused with 400 by a
+real ``python -m bus serve --server gevent`` process."""
+import io
+import json
+import socket
+
+import pytest
+
+from bus import sendone
+from bus.request_head import MAX_HEADERS, MAX_LINE, read_head
+from tests.bus.test_servers import start_server  # noqa: F401 - a fixture
+
+
+def head(*lines: bytes):
+    return read_head(io.BufferedReader(io.BytesIO(b"".join(line + b"\r\n" for line in lines) + b"\r\nBODY")))
+
+
+def test_fields_are_found_by_any_case_and_the_first_of_a_name_wins():
+    parsed = head(b"Host: example", b"content-TYPE:  application/json  ", b"X-Twice: one", b"x-twice: two")
+    assert parsed.status == ""
+    assert parsed.get("HOST") == "example"
+    assert parsed.typeheader == "application/json"
+    assert parsed.getheader("X-TWICE") == "one"
+    assert parsed.get("missing", "default") == "default"
+    assert list(parsed.headers) == ["Host: example\r\n", "content-TYPE: application/json\r\n",
+                                    "X-Twice: one\r\n", "x-twice: two\r\n"]
+
+
+def test_the_head_ends_at_the_empty_line_and_leaves_the_body_unread():
+    stream = io.BufferedReader(io.BytesIO(b"Content-Length: 4\r\n\r\nBODY"))
+    assert read_head(stream).get("content-length") == "4"
+    assert stream.read() == b"BODY"
+
+
+def test_deleting_a_field_removes_every_field_of_that_name():
+    parsed = head(b"Content-Length: 5", b"Transfer-Encoding: chunked", b"content-length: 6")
+    del parsed["Content-Length"]
+    assert parsed.get("content-length") is None
+    assert list(parsed.headers) == ["Transfer-Encoding: chunked\r\n"]
+
+
+def test_a_folded_continuation_line_joins_its_field():
+    parsed = head(b"X-Long: first", b"   second", b"\tthird", b"Host: h")
+    assert parsed.status == ""
+    assert parsed.get("x-long") == "first second third"
+    assert parsed.get("host") == "h"
+
+
+@pytest.mark.parametrize("lines", [
+    [b"no colon here"],
+    [b"Space Inside: x"],
+    [b"Space-Before : x"],
+    [b": no name"],
+    [b" continuation first"],
+    [b"Host: h", b"X-Bad\x00Name: v"],
+])
+def test_malformed_header_lines_are_refused(lines):
+    assert head(*lines).status
+
+
+def test_the_limits_of_the_standard_library_still_apply():
+    assert head(b"X-Long: " + b"a" * MAX_LINE).status == "Line too long"
+    assert head(*[b"X-%d: v" % n for n in range(MAX_HEADERS + 1)]).status
+    assert head(*[b"X-%d: v" % n for n in range(MAX_HEADERS)]).status == ""
+
+
+def exchange(port: int, request: bytes) -> tuple[int, bytes]:
+    """One request on a fresh connection: the answer's status and body."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(request)
+        sock.shutdown(socket.SHUT_WR)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    status_line, _, rest = answer.partition(b"\r\n")
+    return int(status_line.split()[1]), rest.partition(b"\r\n\r\n")[2]
+
+
+def poll_request(body: bytes, *header_lines: bytes, length=None) -> bytes:
+    length = len(body) if length is None else length
+    lines = [b"POST /longpolling/poll HTTP/1.1", b"Host: 127.0.0.1", *header_lines,
+             b"Content-Length: %d" % length, b"Connection: close"]
+    return b"\r\n".join(lines) + b"\r\n\r\n" + body
+
+
+@pytest.mark.slow
+def test_the_gevent_server_refuses_malformed_heads_and_serves_good_ones(start_server, database_url):  # noqa: F811
+    from bus import Database
+
+    server = start_server("gevent")
+    database = Database(database_url, maxconn=1)
+    try:
+        with database.transaction() as tx:
+            sendone(tx, "room", "test", "hello")
+    finally:
+        database.close()
+    body = json.dumps({"jsonrpc": "2.0", "method": "call", "id": 3,
+                       "params": {"channels": ["room"], "last": 0}}).encode()
+
+    for bad in (b"Not A Header", b"Bad Name: x", b"X-Long: " + b"a" * MAX_LINE):
+        status, _ = exchange(server.port, poll_request(body, bad))
+        assert status == 400
+
+    folded = poll_request(body, b"content-type: application/json", b"X-Folded: one", b"  two")
+    status, answer = exchange(server.port, folded)
+    assert status == 200
+    assert [e["message"]["payload"] for e in json.loads(answer)["result"]] == ["hello"]
+
+
+@pytest.mark.slow
+def test_a_body_shorter_than_its_content_length_is_a_clear_error(start_server):  # noqa: F811
+    server = start_server("gevent")
+    body = b'{"jsonrpc": "2.0", "method": "call", "id": 4, "params": {"channels": [], "options": {"peek": true}}}'
+    status, answer = exchange(server.port, poll_request(body, length=len(body) + 50))
+    assert status == 400
+    assert json.loads(answer)["error"]["data"]["name"] == "invalid_request"
+    status, _ = exchange(server.port, poll_request(body))
+    assert status == 200

@@ -103,6 +103,7 @@ class Dispatcher:
         self._ready = threading.Event()
         self._stopping = False
         self._wakeup_r, self._wakeup_w = os.pipe()
+        self._pipe_closed = False
         self.reads = 0  # shared reads done, for tests and benchmarks
         self.connected = threading.Event()
 
@@ -120,11 +121,14 @@ class Dispatcher:
 
     def stop(self, timeout: float = 5.0) -> None:
         """Release every parked poll and close the listening connection."""
-        if self._stopping:
-            return
-        self._stopping = True
-        os.write(self._wakeup_w, b"x")
         with self._lock:
+            if self._stopping:
+                return
+            self._stopping = True
+            # Under the lock, which the dispatcher also takes to close the
+            # pipe once it has seen ``_stopping``: the pipe is open here.
+            if not self._pipe_closed:
+                os.write(self._wakeup_w, b"x")
             audiences = list(self._audiences.values())
         for audience in audiences:
             audience.event.set()
@@ -134,8 +138,10 @@ class Dispatcher:
             self._close_pipe()
 
     def _close_pipe(self) -> None:
-        os.close(self._wakeup_r)
-        os.close(self._wakeup_w)
+        with self._lock:
+            self._pipe_closed = True
+            os.close(self._wakeup_r)
+            os.close(self._wakeup_w)
 
     # -- polling ------------------------------------------------------------
 

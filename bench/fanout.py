@@ -185,7 +185,7 @@ def measure(*, quick: bool = True) -> Section:
                         "server CPU ms", "client CPU ms", "wrong", "empty"])
         memory = Table("Memory: server RSS per parked poll", ["server", "N", "idle RSS MiB",
                        "parked RSS MiB", "KiB per parked poll", "ratio to bare", "connect s"])
-        worst: dict[str, float] = {}
+        worst: dict[tuple[str, int], float] = {}
         for index, n in enumerate(sizes):
             bare = runs["bare"][index]
             for kind in ("bare", "default", "odoo"):
@@ -195,7 +195,7 @@ def measure(*, quick: bool = True) -> Section:
                     ms = [t * 1000 for t in rnd.times]
                     fanout.add(LABELS[kind], n, number, percentile(ms, 50), percentile(ms, 99), max(ms), ratio,
                                rnd.server_cpu * 1000, rnd.client_cpu * 1000, rnd.wrong, rnd.empty)
-                    worst[kind] = max(worst.get(kind, 0.0), ratio)
+                    worst[kind, n] = max(worst.get((kind, n), 0.0), ratio)
                 memory.add(LABELS[kind], n, run.rss_idle_kib / 1024, run.rss_parked_kib / 1024, run.kib_per_poll,
                            run.kib_per_poll / bare.kib_per_poll, run.connect_seconds)
         fanout.notes.append("wrong: answers whose last id is not the posted message; empty: empty answers "
@@ -204,17 +204,27 @@ def measure(*, quick: bool = True) -> Section:
                             "bus.sendone commit (INSERT + COMMIT + NOTIFY) from the bench process")
         section.tables += [fanout, memory]
 
-        speedup = min(runs["odoo"][i].rounds[r].last / runs["default"][i].rounds[r].last
-                      for i in range(len(sizes)) for r in range(2))
+        # The targets are set at the largest N (10,000 in full mode, as #4
+        # words them); the smaller sizes are context.
+        top = sizes[-1]
+        smaller = [n for n in sizes if n != top]
+        context = (f"; at {', '.join(f'{n:,}' for n in smaller)}: "
+                   + ", ".join(f"{worst['default', n]:.2f}" for n in smaller)) if smaller else ""
+        speedup = min(runs["odoo"][-1].rounds[r].last / runs["default"][-1].rounds[r].last for r in range(2))
         wrong = sum(rnd.wrong for kind in ("default", "odoo") for run in runs[kind] for rnd in run.rounds)
-        memory_ratio = max(run.kib_per_poll / runs["bare"][i].kib_per_poll for i, run in enumerate(runs["default"]))
+        memory_ratios = [run.kib_per_poll / runs["bare"][i].kib_per_poll for i, run in enumerate(runs["default"])]
+        memory_ratio = memory_ratios[-1]
+        memory_context = (f"; at {', '.join(f'{n:,}' for n in smaller)}: "
+                          + ", ".join(f"{r:.2f}" for r in memory_ratios[:-1])) if smaller else ""
         section.targets += [
-            Target("fan-out, last answer vs bare pywsgi", f"{worst['default']:.2f} x bare (worst round)",
-                   "<= 1.25 x", worst["default"] <= 1.25),
-            Target("fan-out vs Odoo 15 mode", f"{speedup:.1f} x faster (worst round)", ">= 2 x faster",
-                   speedup >= 2),
+            Target(f"fan-out to {top:,} polls, last answer vs bare pywsgi",
+                   f"{worst['default', top]:.2f} x bare (worse round){context}", "<= 1.25 x",
+                   worst["default", top] <= 1.25),
+            Target(f"fan-out to {top:,} polls vs Odoo 15 mode", f"{speedup:.1f} x faster (worse round)",
+                   ">= 2 x faster", speedup >= 2),
             Target("every answer carries the posted message", f"{wrong} wrong", "0", wrong == 0),
-            Target("memory per parked poll vs bare", f"{memory_ratio:.2f} x bare", "<= 1.25 x", memory_ratio <= 1.25),
+            Target(f"memory per parked poll at {top:,} vs bare", f"{memory_ratio:.2f} x bare{memory_context}", "<= 1.25 x",
+                   memory_ratio <= 1.25),
         ]
         if not section.targets[0].met and not quick:  # a profile costs another run: full mode only
             try:

@@ -117,24 +117,28 @@ def encode_entry(row_id: int, message: str) -> str:
 class Entries(list):
     """The entries of one poll answer, shared by every poll that gets the
     same answer (the dispatcher hands one list to all the polls of a
-    channel set). Their JSON array is then built once, not once per poll.
-    Not to be modified once shared."""
+    channel set). Their encoded JSON array is then built once, not once per
+    poll. Not to be modified once shared."""
 
     __slots__ = ("_json",)
 
-    def json(self) -> str:
+    def json(self) -> bytes:
         try:
             return self._json
         except AttributeError:
-            self._json = entries_json(list(self))
+            self._json = _array(self)
             return self._json
 
 
-def entries_json(entries: list[str]) -> str:
-    """A poll answer's JSON array of encoded entries."""
+def entries_json(entries: list[str]) -> bytes:
+    """A poll answer's JSON array of encoded entries, as UTF-8 bytes."""
     if isinstance(entries, Entries):
         return entries.json()
-    return "[" + ",".join(entries) + "]"
+    return _array(entries)
+
+
+def _array(entries: list[str]) -> bytes:
+    return ("[%s]" % ",".join(entries)).encode()
 
 
 def type_prefixes(types: Iterable[str]) -> tuple[str, ...]:

@@ -74,9 +74,16 @@ class InternalError(RPCError):
     code, http_status, name = -32603, 500, "internal_error"
 
 
-class RawJSON(str):
-    """A result already encoded as JSON text, spliced into the answer as is
-    (poll answers are assembled from pre-encoded rows)."""
+class RawJSON:
+    """A result already encoded as JSON (UTF-8 bytes), spliced into the
+    answer as is: poll answers are assembled from pre-encoded rows, and one
+    encoded array serves every poll that gets the same answer, so an answer
+    costs one copy of it rather than a re-encoding."""
+
+    __slots__ = ("data",)
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
 
 
 class JSONResponse(Response):
@@ -93,11 +100,11 @@ class JSONResponse(Response):
     default_mimetype = "application/json"
 
     @classmethod
-    def of(cls, text: str, status: int = 200) -> "JSONResponse":
+    def of(cls, body: str | bytes, status: int = 200) -> "JSONResponse":
         """The answer for a JSON text, built in half the time of
         ``JSONResponse(text)``: werkzeug is handed the encoded body, its
         headers and an int status instead of working them out."""
-        data = text.encode()
+        data = body.encode() if isinstance(body, str) else body
         return cls([data], status, Headers([("Content-Type", "application/json"), ("Content-Length", str(len(data)))]))
 
     def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
@@ -109,14 +116,14 @@ class JSONResponse(Response):
 
 
 def _encode(value: Any) -> str:
-    if isinstance(value, RawJSON):
-        return value
     if type(value) is int:  # the usual request id, without json.dumps's overhead
         return str(value)
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
 
 def result_response(request_id: Any, result: Any) -> Response:
+    if isinstance(result, RawJSON):
+        return JSONResponse.of(b'{"jsonrpc":"2.0","id":%b,"result":%b}' % (_encode(request_id).encode(), result.data))
     return JSONResponse.of('{"jsonrpc":"2.0","id":%s,"result":%s}' % (_encode(request_id), _encode(result)))
 
 

@@ -3,8 +3,9 @@
 ``POST /longpolling/poll`` parks on one ``gevent.event.Event`` and answers a
 fixed JSON-RPC body the size of a one-message bus answer; ``GET /fire`` sets
 the event (and arms a new one for the next round); ``GET /bench/stats``
-reports how many requests are parked. The listener has TCP_NODELAY, as
-bus/server.py's has, so both pay the same per-answer network costs.
+reports how many requests are parked. The listener has TCP_NODELAY, and
+requests are parsed by bus.request_head.Handler, as in bus/server.py, so
+both pay the same per-request and per-answer costs of the stack.
 
 Usage: python -m bench.bare_server --port P
 """
@@ -22,6 +23,8 @@ from typing import Callable, Iterable  # noqa: E402
 
 from gevent.event import Event  # noqa: E402
 from gevent.pywsgi import WSGIServer  # noqa: E402
+
+from bus.request_head import Handler  # noqa: E402
 
 ANSWER = (b'{"jsonrpc":"2.0","id":1,"result":[{"id":1,"message":'
           b'{"type":"bench","payload":{"t":0.0,"n":0}}}]}')
@@ -67,7 +70,7 @@ def main(argv: list[str]) -> None:
     listener.bind(("127.0.0.1", args.port))
     listener.listen(4096)
     try:
-        WSGIServer(listener, ParkingApp(), log=None).serve_forever()
+        WSGIServer(listener, ParkingApp(), log=None, handler_class=Handler).serve_forever()
     except KeyboardInterrupt:
         pass
 

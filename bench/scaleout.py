@@ -124,7 +124,10 @@ def measure(*, per_process: int = 10000, posts: int = 5) -> Section:
     # One process holding every poll needs a socket per poll plus its own
     # files; where the open-files limit cannot be raised that far (it takes
     # CAP_SYS_RESOURCE), both sides of the comparison hold what one can.
-    compared = min(total, (raise_open_files() - 1000) // 1000 * 1000)
+    limit = raise_open_files()
+    if limit < per_process + 1000:
+        raise RuntimeError(f"an open-files limit of {limit} is too low for {per_process} polls per process")
+    compared = min(total, (limit - 1000) // 1000 * 1000)
     with bench_database(durable=True) as url:
         one, one_errors = per_message(url, 1, compared, posts)
         split, split_errors = per_message(url, 2, compared // 2, posts)

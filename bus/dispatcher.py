@@ -139,6 +139,8 @@ class Dispatcher:
 
     def _close_pipe(self) -> None:
         with self._lock:
+            if self._pipe_closed:
+                return
             self._pipe_closed = True
             os.close(self._wakeup_r)
             os.close(self._wakeup_w)

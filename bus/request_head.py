@@ -8,10 +8,17 @@ is followed by 10,000 re-polls). :class:`Handler` reads them with the same
 limits (65,536 bytes a line, 100 lines) into a small mapping that answers
 what pywsgi asks of its headers object, in a few microseconds.
 
-It is stricter than the email parser where RFC 9112 asks a server to be: a
-header line without a colon, or whose name is not a token (whitespace
-before the colon, say), is refused with 400 instead of being taken as the
-start of the body.
+It is stricter than the email parser where RFC 9112 asks a server to be,
+and where a lenient reading would let a request be framed differently by a
+proxy in front and by this server (request smuggling). Answered with 400:
+
+* a header line without a colon, whose name is not a token (whitespace
+  before the colon, say), or whose value holds control characters (a bare
+  CR, NUL);
+* an obsolete folded continuation line (RFC 9112 5.2 allows refusing it);
+* a head cut off by the end of the stream;
+* a Transfer-Encoding other than one plain ``chunked``, or next to a
+  Content-Length, and Content-Length fields that disagree.
 """
 from __future__ import annotations
 
@@ -25,7 +32,8 @@ MAX_LINE = 65536
 MAX_HEADERS = 100
 
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-_END = (b"\r\n", b"\n", b"")
+#: Visible characters, space and tab; latin-1 bytes from 0x80 (obs-text).
+_VALUE = re.compile("[\t\x20-\x7e\x80-\xff]*")
 
 
 class RequestHead:
@@ -66,27 +74,36 @@ class RequestHead:
 def read_head(stream: BinaryIO) -> RequestHead:
     """Read header lines up to the empty line that ends them."""
     fields: list[tuple[str, str]] = []
-    while True:
+    for _ in range(MAX_HEADERS + 1):
         line = stream.readline(MAX_LINE + 1)
         if len(line) > MAX_LINE:
             return RequestHead([], "Line too long")
-        if line in _END:
-            return RequestHead(fields)
-        if len(fields) >= MAX_HEADERS:
-            return RequestHead([], f"More than {MAX_HEADERS} headers")
-        text = line.decode("latin-1").rstrip("\r\n")
+        if line in (b"\r\n", b"\n"):
+            return RequestHead(fields, _framing_error(fields))
+        if not line.endswith(b"\n"):
+            return RequestHead([], "Request head cut off")
+        text = line[:-2 if line.endswith(b"\r\n") else -1].decode("latin-1")
         if text[:1] in (" ", "\t"):
-            # An obsolete folded continuation (RFC 9112 5.2): one space
-            # stands for the line break.
-            if not fields:
-                return RequestHead([], "Continuation line before any header")
-            name, value = fields[-1]
-            fields[-1] = (name, f"{value} {text.strip()}".strip())
-            continue
+            return RequestHead([], "Folded header line")
         name, colon, value = text.partition(":")
-        if not colon or not _TOKEN.fullmatch(name):
+        if not colon or not _TOKEN.fullmatch(name) or not _VALUE.fullmatch(value):
             return RequestHead([], "Invalid header line")
-        fields.append((name, value.strip()))
+        fields.append((name, value.strip(" \t")))
+    return RequestHead([], f"More than {MAX_HEADERS} headers")
+
+
+def _framing_error(fields: list[tuple[str, str]]) -> str:
+    """Why the body's length is ambiguous, or "" when it is not."""
+    encodings = [value for name, value in fields if name.lower() == "transfer-encoding"]
+    lengths = {value for name, value in fields if name.lower() == "content-length"}
+    if encodings:
+        if len(encodings) > 1 or encodings[0].lower() != "chunked":
+            return "Unsupported Transfer-Encoding"
+        if lengths:
+            return "Both Transfer-Encoding and Content-Length"
+    if len(lengths) > 1:
+        return "Conflicting Content-Length"
+    return ""
 
 
 class Handler(WSGIHandler):

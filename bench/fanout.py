@@ -1,6 +1,6 @@
 """Fan-out and memory: N keep-alive clients park a long-poll on one channel,
 one message is posted, and the time until every client has its answer is
-measured (p50, p99, last), twice: the second round after all re-polled.
+measured (p50, p99, last) over five rounds, every client re-polling between them.
 
 Three servers, same client, same run:
 
@@ -30,9 +30,13 @@ from . import client
 from .cluster import bench_database
 from .processes import ServerProcess, start_bare, start_bus
 from .profiling import sampled
-from .report import Section, Table, Target, mode_parser, percentile
+from .report import Section, Table, Target, median, mode_parser, percentile
 
 CHANNEL = "fan"
+#: Rounds per server: the targets compare medians, since one round on a
+#: shared 2-core machine can be 40 % off (the bare server's own rounds vary
+#: that much); every round is shown.
+ROUNDS = 5
 #: Rounds sampled for a profile: one round is too short for enough samples.
 PROFILED_ROUNDS = 5
 LABELS = {"bare": "bare gevent pywsgi", "default": "bus (default)", "odoo": "bus, Odoo 15 mode"}
@@ -130,7 +134,7 @@ async def _fanout(server: ServerProcess, kind: str, clients: int, trigger: Calla
         # parked and wake them all for nothing (see the "empty" column).
         await client.wait_position(server.port, last)
     run = FanoutRun(kind, clients, connect_seconds, rss_idle, 0)
-    for number in range(2):
+    for number in range(ROUNDS):
         first, last = await fanout_round(server, connections, last, trigger)
         if number == 0:
             run.rss_parked_kib = server.rss_kib()
@@ -202,15 +206,23 @@ def measure(*, quick: bool = True) -> Section:
                             "the clients re-polled after (a poll woken for a row it already had)")
         fanout.notes.append("bare and bus are triggered differently: bare by GET /fire, bus by a "
                             "bus.sendone commit (INSERT + COMMIT + NOTIFY) from the bench process")
+        fanout.notes.append("last / bare: against the bare server's round of the same number")
         section.tables += [fanout, memory]
 
+        def typical(kind: str, index: int) -> float:
+            return median([rnd.last for rnd in runs[kind][index].rounds])
+
         # The targets are set at the largest N (10,000 in full mode, as #4
-        # words them); the smaller sizes are context.
+        # words them), on the median round; the worst round and the smaller
+        # sizes are shown next to it.
         top = sizes[-1]
         smaller = [n for n in sizes if n != top]
-        context = (f"; at {', '.join(f'{n:,}' for n in smaller)}: "
-                   + ", ".join(f"{worst['default', n]:.2f}" for n in smaller)) if smaller else ""
-        speedup = min(runs["odoo"][-1].rounds[r].last / runs["default"][-1].rounds[r].last for r in range(2))
+        ratios = [typical("default", i) / typical("bare", i) for i in range(len(sizes))]
+        context = f"; worst round {worst['default', top]:.2f}"
+        if smaller:
+            context += f"; at {', '.join(f'{n:,}' for n in smaller)}: " + ", ".join(f"{r:.2f}" for r in ratios[:-1])
+        speedup = typical("odoo", -1) / typical("default", -1)
+        slowest = min(rnd_o.last / rnd_d.last for rnd_o, rnd_d in zip(runs["odoo"][-1].rounds, runs["default"][-1].rounds))
         wrong = sum(rnd.wrong for kind in ("default", "odoo") for run in runs[kind] for rnd in run.rounds)
         memory_ratios = [run.kib_per_poll / runs["bare"][i].kib_per_poll for i, run in enumerate(runs["default"])]
         memory_ratio = memory_ratios[-1]
@@ -218,13 +230,13 @@ def measure(*, quick: bool = True) -> Section:
                           + ", ".join(f"{r:.2f}" for r in memory_ratios[:-1])) if smaller else ""
         section.targets += [
             Target(f"fan-out to {top:,} polls, last answer vs bare pywsgi",
-                   f"{worst['default', top]:.2f} x bare (worse round){context}", "<= 1.25 x",
-                   worst["default", top] <= 1.25),
-            Target(f"fan-out to {top:,} polls vs Odoo 15 mode", f"{speedup:.1f} x faster (worse round)",
-                   ">= 2 x faster", speedup >= 2),
+                   f"{ratios[-1]:.2f} x bare (median of {ROUNDS} rounds){context}", "<= 1.25 x",
+                   ratios[-1] <= 1.25),
+            Target(f"fan-out to {top:,} polls vs Odoo 15 mode",
+                   f"{speedup:.1f} x faster (median; slowest round {slowest:.1f} x)", ">= 2 x faster", speedup >= 2),
             Target("every answer carries the posted message", f"{wrong} wrong", "0", wrong == 0),
-            Target(f"memory per parked poll at {top:,} vs bare", f"{memory_ratio:.2f} x bare{memory_context}", "<= 1.25 x",
-                   memory_ratio <= 1.25),
+            Target(f"memory per parked poll at {top:,} vs bare", f"{memory_ratio:.2f} x bare{memory_context}",
+                   "<= 1.25 x", memory_ratio <= 1.25),
         ]
         if not section.targets[0].met and not quick:  # a profile costs another run: full mode only
             try:

@@ -27,6 +27,11 @@ from typing import BinaryIO, Iterator, Optional
 
 from gevent.pywsgi import WSGIHandler
 
+try:  # what pywsgi writes its access log to when it has none
+    from gevent.pywsgi import _NoopLog
+except ImportError:  # a later gevent: keep its own behaviour
+    _NoopLog = None
+
 #: The limits ``http.client`` applies, which pywsgi relied on until now.
 MAX_LINE = 65536
 MAX_HEADERS = 100
@@ -107,7 +112,15 @@ def _framing_error(fields: list[tuple[str, str]]) -> str:
 
 
 class Handler(WSGIHandler):
-    """gevent's pywsgi handler with :func:`read_head` as its header parser."""
+    """gevent's pywsgi handler with :func:`read_head` as its header parser,
+    and no access-log line built for a server that has no access log."""
 
     def MessageClass(self, stream: BinaryIO, *args: object) -> RequestHead:  # noqa: N802 - pywsgi's name
         return read_head(stream)
+
+    def log_request(self) -> None:
+        # With log=None pywsgi still formats a line for every request (the
+        # date, the timing) and hands it to a no-op writer: 4 % of the
+        # server's time when one message wakes 1,000 polls.
+        if _NoopLog is None or not isinstance(self.server.log, _NoopLog):
+            super().log_request()

@@ -131,3 +131,27 @@ def test_a_body_shorter_than_its_content_length_is_a_clear_error(start_server): 
     assert json.loads(answer)["error"]["data"]["name"] == "invalid_request"
     status, _ = exchange(server.port, poll_request(body))
     assert status == 200
+
+
+def test_the_handler_skips_the_access_log_only_when_there_is_none():
+    from gevent.pywsgi import WSGIServer
+
+    from bus.request_head import Handler
+
+    class Recorded(Handler):
+        def __init__(self, server):
+            self.server = server
+            self.formatted = 0
+
+        def format_request(self):
+            self.formatted += 1
+            return "a line"
+
+    quiet = Recorded(WSGIServer(("127.0.0.1", 0), None, log=None))
+    quiet.log_request()
+    assert quiet.formatted == 0
+    lines = []
+    written = type("Log", (), {"write": lambda self, line: lines.append(line)})()
+    logged = Recorded(WSGIServer(("127.0.0.1", 0), None, log=written))
+    logged.log_request()
+    assert lines == ["a line\n"]

@@ -179,29 +179,32 @@ def _read_body(request: Request, max_body: int) -> bytes:
     """
     environ = request.environ
     length = environ.get("CONTENT_LENGTH", "")
-    if length.isascii() and length.isdigit() and "HTTP_TRANSFER_ENCODING" not in environ:
-        size = int(length)
-        if size > max_body:
-            raise PayloadTooLarge(f"request body over {max_body} bytes")
+    plain = length.isascii() and length.isdigit() and "HTTP_TRANSFER_ENCODING" not in environ
+    declared = int(length) if plain else request.content_length
+    if declared is not None and declared > max_body:
+        raise _too_large(max_body)
+    if plain:
         try:
-            raw = environ["wsgi.input"].read(size) if size else b""
+            raw = environ["wsgi.input"].read(declared) if declared else b""
         except OSError:  # how gevent's input reports a body cut short
             raw = b""
-        if len(raw) < size:
+        if len(raw) < declared:
             raise InvalidRequest("the request body ended before its Content-Length")
         return raw
-    if request.content_length is not None and request.content_length > max_body:
-        raise PayloadTooLarge(f"request body over {max_body} bytes")
     # One byte of slack: Werkzeug's limited stream silently truncates a
     # chunked body at the limit, and the length check below must see it.
     request.max_content_length = max_body + 1
     try:
         raw = request.get_data(cache=False)
     except RequestEntityTooLarge:
-        raise PayloadTooLarge(f"request body over {max_body} bytes") from None
+        raise _too_large(max_body) from None
     if len(raw) > max_body:
-        raise PayloadTooLarge(f"request body over {max_body} bytes")
+        raise _too_large(max_body)
     return raw
+
+
+def _too_large(max_body: int) -> PayloadTooLarge:
+    return PayloadTooLarge(f"request body over {max_body} bytes")
 
 
 def read_params(envelope: dict) -> dict:

@@ -38,10 +38,11 @@ def sendone(tx: Transaction, target: Target, notification_type: str, payload: An
 def sendmany(tx: Transaction, notifications: Iterable[Tuple[Target, str, Any]]) -> None:
     """Queue notifications to be written with ``tx`` and announced after it commits.
 
-    The rows are inserted by one pre-commit statement, so a transaction that
-    sends many times still pays one round trip, and the NOTIFY runs after
-    COMMIT on another connection, so a woken poller always finds the rows.
-    On rollback nothing is written and nothing is announced.
+    The rows are inserted by one statement that travels with the COMMIT, so
+    a transaction that sends many times adds no round trip, and the NOTIFY
+    runs once COMMIT has returned, in its own transaction, so a woken poller
+    always finds the rows. On rollback nothing is written and nothing is
+    announced.
     """
     pending = tx.data.get(_PENDING)
     if pending is None:
@@ -60,23 +61,25 @@ def _write_pending(tx: Transaction) -> None:
         # The common post. VALUES costs the server ~40 us less per commit
         # than the array form (array input, a function scan, a subquery).
         [(channel, message)] = pending
-        tx.execute(_INSERT_ONE, (channel, message))
+        tx.execute_at_commit(_INSERT_ONE, (channel, message))
         distinct = [channel]
     else:
         channels = [channel for channel, _ in pending]
-        tx.execute(_INSERT_MANY, (channels, [message for _, message in pending]))
+        tx.execute_at_commit(_INSERT_MANY, (channels, [message for _, message in pending]))
         distinct = list(dict.fromkeys(channels))
-    tx.on_postcommit(lambda: notify(tx.database, distinct))
+    tx.on_postcommit(lambda: _announce(tx, distinct))
 
 
-def notify(database: Database, channels: Sequence[str]) -> None:
-    """Announce ``channels`` to every listening process, in payloads PostgreSQL accepts."""
+def _announce(tx: Transaction, channels: Sequence[str]) -> None:
+    """NOTIFY ``channels`` to every listening process, in payloads PostgreSQL
+    accepts, on the committed transaction's connection: no second checkout.
+
+    Not inside the transaction: PostgreSQL would then hold its global NOTIFY
+    lock through the COMMIT's WAL flush, and every posting transaction would
+    commit one after the other."""
     payloads = list(split_notify_payloads(channels))
-    if not payloads:
-        return
-    with database.cursor() as cr:
-        cr.execute(";".join(["SELECT pg_notify(%s, %s)"] * len(payloads)),
-                   [value for payload in payloads for value in (NOTIFY_CHANNEL, payload)])
+    tx.execute(";".join(["SELECT pg_notify(%s, %s)"] * len(payloads)),
+               [value for payload in payloads for value in (NOTIFY_CHANNEL, payload)])
 
 
 @dataclass(frozen=True)

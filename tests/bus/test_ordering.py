@@ -2,6 +2,8 @@
 
 Eight writers commit concurrently, each holding its transaction open for a
 random moment after drawing its bus id, and some roll back after drawing one.
+Both happen in the statement that travels with COMMIT, right after the bus
+insert, where a real writer's window between drawing and committing is.
 Ids therefore become visible out of order and some never do. Pollers
 following ``last`` over HTTP must still receive every committed id exactly
 once, in increasing order. The same run without the hold-back (and in the
@@ -11,6 +13,7 @@ import random
 import threading
 import time
 
+import psycopg2.errors
 import pytest
 
 from bus import sendone
@@ -23,22 +26,22 @@ POLLERS = 3
 WRITE_SECONDS = 4.0
 
 
-class Rollback(Exception):
-    pass
-
-
 def writer(app, number, stop, seed):
     rng = random.Random(seed)
     while not stop.is_set():
         try:
             with app.database.transaction() as tx:
                 sendone(tx, "stress", "w", {"writer": number})
-                delay = rng.random() * 0.015
-                tx.on_precommit(lambda: time.sleep(delay))
-                if rng.random() < 0.1:
-                    tx.on_precommit(lambda: (_ for _ in ()).throw(Rollback()))
-        except Rollback:
+                # Registered after sendone's hook, so queued after its insert.
+                tx.on_precommit(lambda: hold_after_the_insert(tx, rng))
+        except psycopg2.errors.RaiseException:
             pass
+
+
+def hold_after_the_insert(tx, rng):
+    tx.execute_at_commit("SELECT pg_sleep(%s)", (rng.random() * 0.015,))
+    if rng.random() < 0.1:
+        tx.execute_at_commit("DO $$BEGIN RAISE EXCEPTION 'rolled back after drawing a bus id'; END$$")
 
 
 def follower(url, start, stop, received):
@@ -117,7 +120,11 @@ def test_a_gap_owned_by_a_transaction_above_the_snapshot_xmax_is_held(app):
     running but not listed. Taking A's row as final would lose B's."""
     app.dispatcher.stop()
     dispatcher = Dispatcher(app.database)  # not started: its reads are driven by hand
-    a_has_id, b_drew, a_committed, read_done, release_b = (threading.Event() for _ in range(5))
+    a_has_id, b_drew, a_committed, read_done = (threading.Event() for _ in range(4))
+    # B's commit waits on this lock right after its insert: its bus id is
+    # drawn and not committed for as long as the test holds it.
+    gate = app.database.connect(autocommit=True)
+    gate.cursor().execute("SELECT pg_advisory_lock(4242)")
 
     def writer_a():
         with app.database.transaction() as tx:
@@ -132,18 +139,27 @@ def test_a_gap_owned_by_a_transaction_above_the_snapshot_xmax_is_held(app):
         with app.database.transaction() as tx:
             tx.execute("SELECT pg_current_xact_id()")
             sendone(tx, "c", "t", {"who": "B"})
-            tx.on_precommit(lambda: (b_drew.set(), release_b.wait(5)))  # B's id is drawn, not committed
+            tx.on_precommit(lambda: tx.execute_at_commit("SELECT pg_advisory_xact_lock(4242)"))
 
     threads = [threading.Thread(target=writer_a), threading.Thread(target=writer_b)]
     for thread in threads:
         thread.start()
+    watcher = app.database.connect(autocommit=True)
+    deadline = time.monotonic() + 5
+    while not b_drew.is_set() and time.monotonic() < deadline:
+        with watcher.cursor() as cr:  # sequences are not transactional: B's draw shows at once
+            cr.execute("SELECT is_called FROM bus_bus_id_seq")
+            if cr.fetchone()[0]:
+                b_drew.set()
+    watcher.close()
+    assert b_drew.is_set(), "B never drew its bus id"
     assert a_committed.wait(5)
     reader = app.database.connect(autocommit=True)
     cr = reader.cursor()
     dispatcher._refresh(cr)
     assert dispatcher.position == 0, "A's row was taken as final while B's older id was pending"
     read_done.set()
-    release_b.set()
+    gate.close()  # releases B
     for thread in threads:
         thread.join(5)
     dispatcher._refresh(cr)

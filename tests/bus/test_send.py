@@ -221,3 +221,84 @@ def test_a_deadlock_is_the_callers_error_not_an_outage(db):
     with db.cursor() as cr:
         cr.execute("SELECT 1")
         assert cr.fetchone()[0] == 1
+
+
+# -- the transaction's round trips: BEGIN with the first statement, the bus
+# -- rows with COMMIT, the NOTIFY on the same connection afterwards
+
+def test_a_failed_statement_rolls_back_the_caller_work_and_frees_the_connection(database_url):
+    single = Database(database_url, maxconn=1)
+    schema.install(single)
+    try:
+        with pytest.raises(psycopg2.errors.DivisionByZero):
+            with single.transaction() as tx:
+                tx.execute("INSERT INTO bus_bus (channel, message) VALUES ('c', '{}')")
+                sendone(tx, "general", "t", {})
+                tx.execute("SELECT 1 / 0")
+        with single.transaction() as tx:  # the same connection: the pool holds one
+            assert tx.execute("SELECT count(*) FROM bus_bus").fetchone()[0] == 0
+            assert tx.execute("SELECT 1").fetchone()[0] == 1
+    finally:
+        single.close()
+
+
+def test_a_failure_in_the_statements_sent_with_commit_rolls_everything_back(db, listener):
+    with pytest.raises(psycopg2.errors.RaiseException):
+        with db.transaction() as tx:
+            tx.execute("INSERT INTO bus_bus (channel, message) VALUES ('c', '{}')")
+            sendone(tx, "general", "t", {})
+            tx.on_precommit(lambda: tx.execute_at_commit("DO $$BEGIN RAISE EXCEPTION 'late failure'; END$$"))
+    assert rows(db) == []
+    assert notifications(listener, 0.5) == []
+    with db.transaction() as tx:  # the pool's connections are all usable
+        sendone(tx, "general", "t", {})
+    assert len(rows(db)) == 1
+
+
+def test_statements_sent_with_commit_run_after_the_pre_commit_hooks_in_order(db):
+    with db.transaction() as tx:
+        tx.execute_at_commit("INSERT INTO bus_bus (channel, message) VALUES (%s, %s)", ("first", "{}"))
+        tx.on_precommit(lambda: tx.execute("INSERT INTO bus_bus (channel, message) VALUES ('hook', '{}')"))
+        tx.execute_at_commit("INSERT INTO bus_bus (channel, message) VALUES ('50%% off', '{}')", ())
+        tx.execute_at_commit("INSERT INTO bus_bus (channel, message) VALUES ('100% sure', '{}')")
+    assert [channel for channel, _ in rows(db)] == ["hook", "first", "50% off", "100% sure"]
+
+
+def test_post_commit_statements_see_the_commit_and_run_outside_it(db):
+    seen = []
+
+    def after():
+        seen.append(tx.execute("SELECT count(*), pg_current_xact_id_if_assigned() FROM bus_bus").fetchone())
+
+    with db.transaction() as tx:
+        sendone(tx, "general", "t", {})
+        tx.on_postcommit(after)
+    assert seen == [(1, None)]  # the row is there, and no transaction of ours is open
+
+
+def test_no_transaction_leaves_its_connection_idle_in_transaction(db, database_url):
+    """BEGIN and COMMIT are sent by hand, so check from the server's side that
+    every way out of a transaction closes it: committed, composed first
+    statement, nothing sent, rolled back."""
+    observer = psycopg2.connect(database_url)
+    observer.autocommit = True
+
+    def state(pid):
+        with observer.cursor() as cr:
+            cr.execute("SELECT state FROM pg_stat_activity WHERE pid = %s", (pid,))
+            return cr.fetchone()[0]
+
+    pids = []
+    with db.transaction() as tx:
+        composed = psycopg2.sql.SQL("SELECT pg_backend_pid(), {}").format(psycopg2.sql.Literal(7))
+        pid, seven = tx.execute(composed).fetchone()
+        assert seven == 7 and state(pid) == "idle in transaction"
+        pids.append(pid)
+    with db.transaction() as tx:
+        tx.on_postcommit(lambda: pids.append(tx.execute("SELECT pg_backend_pid()").fetchone()[0]))
+    with pytest.raises(RuntimeError):
+        with db.transaction() as tx:
+            pids.append(tx.execute("SELECT pg_backend_pid()").fetchone()[0])
+            raise RuntimeError("the caller's work failed")
+    assert [state(pid) for pid in pids] == ["idle"] * 3
+    observer.close()

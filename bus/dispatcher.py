@@ -87,12 +87,15 @@ class Dispatcher:
         self.cache_size = cache_size
         self.watermark = Watermark(hold_back_gaps=hold_back_gaps)
         self.gc_floor = 0
-        # Final rows in id order: (id, channel, entry). Appended in place but
-        # trimmed by replacement, so a reader can keep using the list it got.
-        # Writers append rows, then publish ``position``; trimming publishes
-        # the new floor, then the new list. Readers take ``position``, then
-        # the list, then the floor, and so never miss a row.
-        self._cache: list[tuple[int, str, str]] = []
+        # Final rows, per channel: (ids, entries), both in id order, so an
+        # answer is a slice of its channel's log, not a filter over every
+        # row. Appended in place but trimmed by replacement, so a reader can
+        # keep using the pair it got. Writers append rows, then publish
+        # ``position``; trimming publishes the new floor, then the new logs.
+        # Readers take ``position``, then the logs, then the floor, and so
+        # never miss a row.
+        self._logs: dict[str, tuple[list[int], list[str]]] = {}
+        self._cached = 0  # rows in the logs
         self._cache_floor = 0  # every final row with a larger id is cached
         #: The last id this process has read and taken as final.
         self.position = 0
@@ -201,16 +204,14 @@ class Dispatcher:
         if not self.shared_reads:
             return prefix + [encode_entry(i, m) for i, m in self._fetch(channels, last)]
         position = self.position
-        cache = self._cache
+        logs = self._logs
         if last >= self._cache_floor:
             # Final rows never change, so an answer for (last, position) is
             # the same for every poll of the audience.
             answer = audience.answer
             if not prefix and answer is not None and answer[0] == last and answer[1] == position:
                 return answer[2]
-            start = bisect.bisect_right(cache, last, key=_row_id)
-            entries = Entries(entry for row_id, channel, entry in cache[start:]
-                              if row_id <= position and channel in channels)
+            entries = _slice_logs([logs[c] for c in channels if c in logs], last, position)
             if prefix:
                 return prefix + entries
             audience.answer = (last, position, entries)
@@ -373,14 +374,47 @@ class Dispatcher:
             self._wake(touched)
 
     def _remember(self, rows: Sequence[Row]) -> None:
-        cache = self._cache
-        cache.extend((row_id, channel, encode_entry(row_id, message)) for row_id, channel, message in rows)
+        logs = self._logs
+        for row_id, channel, message in rows:
+            log = logs.get(channel)
+            if log is None:
+                log = logs[channel] = ([], [])
+            log[0].append(row_id)
+            log[1].append(encode_entry(row_id, message))
         self.position = rows[-1][0]
-        if len(cache) > 2 * self.cache_size:
-            kept = cache[-self.cache_size:]
-            self._cache_floor = kept[0][0] - 1
-            self._cache = kept
+        self._cached += len(rows)
+        if self._cached > 2 * self.cache_size:
+            self._trim()
+
+    def _trim(self) -> None:
+        """Keep the newest ``cache_size`` rows: memory stays bounded, and
+        pollers further behind read from the database."""
+        ids = sorted(row_id for log_ids, _ in self._logs.values() for row_id in log_ids[-self.cache_size:])
+        floor = ids[-self.cache_size] - 1
+        kept: dict[str, tuple[list[int], list[str]]] = {}
+        for channel, (log_ids, entries) in self._logs.items():
+            start = bisect.bisect_right(log_ids, floor)
+            if start < len(log_ids):
+                kept[channel] = (log_ids[start:], entries[start:])
+        self._cache_floor = floor
+        self._logs = kept
+        self._cached = sum(len(log_ids) for log_ids, _ in kept.values())
 
 
-def _row_id(row: tuple[int, str, str]) -> int:
-    return row[0]
+def _slice_logs(logs: list[tuple[list[int], list[str]]], last: int, position: int) -> Entries:
+    """The entries with ids in (last, position] of some channels' logs, in id
+    order: one slice when a single channel has any, which is the common case."""
+    parts = []
+    for ids, entries in logs:
+        start = bisect.bisect_right(ids, last)
+        end = bisect.bisect_right(ids, position, start)
+        if start < end:
+            parts.append((ids, entries, start, end))
+    if not parts:
+        return Entries()
+    if len(parts) == 1:
+        _, entries, start, end = parts[0]
+        return Entries(entries[start:end])
+    merged = sorted(pair for ids, entries, start, end in parts
+                    for pair in zip(ids[start:end], entries[start:end]))
+    return Entries(entry for _, entry in merged)

@@ -1,4 +1,5 @@
 """/longpolling/poll over real HTTP: what a client following ``last`` gets."""
+import json
 import time
 
 from bus import sendone
@@ -213,3 +214,35 @@ def test_garbage_collection_and_the_outdated_signal(make_app, serve):
     # A client that is up to date hears nothing about it.
     current = poll(http.url, ["general"], old[2])
     assert [n["message"]["payload"]["n"] for n in current] == [3, 4]
+
+
+def test_answers_are_whole_and_in_order_across_channels_and_cache_trims(app):
+    """Each channel keeps its own log of recent rows and old rows are
+    trimmed: whatever ``last`` a poller comes back with, on one channel or
+    several, it gets exactly the rows after it, from memory or from the
+    database."""
+    app.dispatcher.stop()
+    dispatcher = Dispatcher(app.database, cache_size=5)
+    dbname = app.database.dbname
+    try:
+        dispatcher.start()
+        post(app, "a", {"n": -1})
+        wait_for(lambda: dispatcher.position == ids_of(app)[-1], 5, "the dispatcher reading the first row")
+        pattern = ["a", "b", "a", "c", "c", "b", "a", "a", "c", "b", "b", "a"]
+        for n in range(23):
+            post(app, pattern[n % len(pattern)], {"n": n})
+            if n % 4 == 3:  # several reads, so the logs are trimmed more than once
+                wait_for(lambda: dispatcher.position == ids_of(app)[-1], 5, "the dispatcher catching up")
+        wait_for(lambda: dispatcher.position == ids_of(app)[-1], 5, "the dispatcher catching up")
+        assert dispatcher._cache_floor > ids_of(app)[0], "the logs were never trimmed"
+        with app.database.cursor() as cr:
+            cr.execute("SELECT id, channel FROM bus_bus ORDER BY id")
+            stored = cr.fetchall()
+        for names in (["a"], ["b", "c"], ["a", "b", "c"]):
+            channels = {f'["{dbname}","{name}"]' for name in names}
+            for last in range(stored[0][0], stored[-1][0] + 1):
+                answer = dispatcher.poll(channels, last, timeout=0, peek=True)
+                expected = [row_id for row_id, channel in stored if row_id > last and channel in channels]
+                assert [json.loads(entry)["id"] for entry in answer] == expected, (names, last)
+    finally:
+        dispatcher.stop()

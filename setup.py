@@ -14,7 +14,6 @@ setup(
         "werkzeug>=2.3",
         "gevent>=22.10",
         "psycogreen>=1.0.2",
-        "SQLAlchemy>=2.0",
         "itsdangerous>=2.1",
         "nh3>=0.2.14",
     ],

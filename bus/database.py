@@ -9,6 +9,7 @@ poller can wake before the rows it will read are visible).
 from __future__ import annotations
 
 import logging
+import queue
 import select
 import threading
 from typing import Any, Callable, Iterator, Optional, Union
@@ -17,9 +18,7 @@ from contextlib import contextmanager
 import psycopg2
 import psycopg2.errors
 import psycopg2.extensions
-import sqlalchemy.exc
 from psycopg2.sql import Composable
-from sqlalchemy.pool import QueuePool
 
 _logger = logging.getLogger(__name__)
 
@@ -140,16 +139,20 @@ class Database:
     """A pool of connections to one database, plus the facts the bus needs
     about it (its name, a statement counter).
 
-    Pooling is SQLAlchemy's ``QueuePool``: callers queue when every
-    connection is out, and a connection that failed is invalidated instead
-    of returned. It is used bare, without a checkout event or a reset on
-    return, which together cost about 8 us of CPU per checkout. The
-    zero-cost staleness check runs inline at checkout, and whoever opens a
-    transaction ends it;
-    a connection that comes back mid-transaction anyway is rolled back.
+    The pool is the standard library's ``LifoQueue`` holding ``maxconn``
+    slots: an idle connection, or ``None`` for a slot not connected yet (or
+    whose connection failed). Callers queue, up to ``checkout_timeout``
+    seconds, when every connection is out; the most recently returned
+    connection goes out first, so a quiet process keeps few warm. A
+    connection found dead at checkout (zero-cost check, no round trip) is
+    replaced; whoever opens a transaction ends it, and one that comes back
+    mid-transaction anyway is rolled back. SQLAlchemy's ``QueuePool`` did
+    the same for 45 us more CPU per checkout and return, a quarter of a
+    writer's CPU per post (bench/RESULTS.md, session 4).
     """
 
-    def __init__(self, dsn: str, *, maxconn: int = 32, connect_timeout: int = 5) -> None:
+    def __init__(self, dsn: str, *, maxconn: int = 32, connect_timeout: int = 5,
+                 checkout_timeout: float = 30.0) -> None:
         cooperate_with_gevent()
         # JIT compilation costs milliseconds and pays off only on long
         # analytical queries; on a fresh table the planner's guesses can cross
@@ -158,11 +161,10 @@ class Database:
         self.dsn = psycopg2.extensions.make_dsn(dsn, options=f"{options} -c jit=off".strip())
         self._connect_kwargs = {"connect_timeout": connect_timeout, "connection_factory": _CountingConnection}
         self.statements = _Counter()
-        # Keepalive on pooled connections too: one left idle at the bottom of
-        # the LIFO stack behind a NAT that forgot it then shows as broken at
-        # checkout instead of hanging its first statement.
-        self._pool = QueuePool(lambda: self._create(**_KEEPALIVE), pool_size=maxconn, max_overflow=0, timeout=30,
-                               reset_on_return=None, use_lifo=True)
+        self.checkout_timeout = checkout_timeout
+        self._idle: queue.LifoQueue[Optional[psycopg2.extensions.connection]] = queue.LifoQueue()
+        for _ in range(maxconn):
+            self._idle.put(None)
         self._dbname: Optional[str] = psycopg2.extensions.parse_dsn(dsn).get("dbname")
 
     def _create(self, **extra: Any) -> psycopg2.extensions.connection:
@@ -197,38 +199,42 @@ class Database:
         return conn
 
     def _checkout(self) -> Any:
-        """A pooled connection's handle. After a restart every idle
-        connection is dead: they are dropped until a live or a new one
-        comes out."""
-        for _ in range(self._pool.size() + 1):
-            try:
-                handle = self._pool.connect()
-            except DISCONNECT_ERRORS as exc:
+        """A pooled connection. After a restart every idle connection is dead:
+        each one that comes out is replaced by a new connection."""
+        try:
+            conn = self._idle.get(timeout=self.checkout_timeout)
+        except queue.Empty:
+            raise DatabaseUnavailable("no database connection became free in time") from None
+        if conn is not None and not _is_stale(conn):
+            return conn
+        if conn is not None:
+            conn.close()
+        try:
+            # Keepalive on pooled connections too: one left idle at the bottom
+            # of the stack behind a NAT that forgot it then shows as broken at
+            # checkout instead of hanging its first statement.
+            return self._create(**_KEEPALIVE)
+        except BaseException as exc:
+            self._idle.put(None)
+            if isinstance(exc, DISCONNECT_ERRORS):
                 raise DatabaseUnavailable(str(exc).strip()) from exc
-            except sqlalchemy.exc.TimeoutError as exc:
-                raise DatabaseUnavailable("no database connection became free in time") from exc
-            if not _is_stale(handle.dbapi_connection):
-                return handle
-            self._checkin(handle, broken=True)
-        raise DatabaseUnavailable("the database keeps dropping connections")
+            raise
 
-    @staticmethod
-    def _checkin(handle: Any, *, broken: bool) -> None:
-        conn = handle.dbapi_connection
-        if not broken and conn is not None:
+    def _checkin(self, conn: Any, *, broken: bool) -> None:
+        if not broken:
             try:
                 _end_open_transaction(conn)
             except psycopg2.Error:
                 broken = True
-        if broken or conn is None or conn.closed:
-            handle.invalidate()
-        handle.close()
+        if broken or conn.closed:
+            conn.close()
+            conn = None
+        self._idle.put(conn)
 
     @contextmanager
     def cursor(self, *, autocommit: bool = True) -> Iterator[psycopg2.extensions.cursor]:
         """A pooled cursor for one-off statements outside a transaction."""
-        handle = self._checkout()
-        conn = handle.dbapi_connection
+        conn = self._checkout()
         broken = False
         try:
             conn.autocommit = autocommit
@@ -242,14 +248,25 @@ class Database:
             broken = True
             raise DatabaseUnavailable(str(exc).strip()) from exc
         finally:
-            self._checkin(handle, broken=broken)
+            self._checkin(conn, broken=broken)
 
     def transaction(self) -> "Transaction":
         """A new transaction; use it as a context manager."""
         return Transaction(self)
 
     def close(self) -> None:
-        self._pool.dispose()
+        """Close the idle connections; those in use stay usable and are
+        returned as usual."""
+        slots = []
+        while True:
+            try:
+                slots.append(self._idle.get_nowait())
+            except queue.Empty:
+                break
+        for conn in slots:
+            if conn is not None:
+                conn.close()
+            self._idle.put(None)
 
 
 class Transaction:
@@ -277,7 +294,6 @@ class Transaction:
         self._precommit: list[Callable[[], None]] = []
         self._postcommit: list[Callable[[], None]] = []
         self._at_commit: list[bytes] = []
-        self._handle: Any = None
         self._conn: Optional[psycopg2.extensions.connection] = None
         self._cursor: Optional[psycopg2.extensions.cursor] = None
         self._begun = False  # BEGIN has been sent
@@ -288,16 +304,15 @@ class Transaction:
         return self.database.dbname
 
     def __enter__(self) -> "Transaction":
-        handle = self.database._checkout()
+        conn = self.database._checkout()
         try:
-            conn = handle.dbapi_connection
             conn.autocommit = True
             self._cursor = conn.cursor(cursor_factory=CountingCursor)
         except BaseException:
             # __exit__ will not run: give the connection back here.
-            self.database._checkin(handle, broken=True)
+            self.database._checkin(conn, broken=True)
             raise
-        self._handle, self._conn = handle, conn
+        self._conn = conn
         return self
 
     def execute(self, query: Union[str, bytes, Composable], params: Any = None) -> psycopg2.extensions.cursor:
@@ -375,8 +390,8 @@ class Transaction:
         finally:
             if self._cursor is not None and not self._cursor.closed:
                 self._cursor.close()
-            self.database._checkin(self._handle, broken=broken)
-            self._conn = self._handle = None
+            self.database._checkin(conn, broken=broken)
+            self._conn = None
         if lost:
             raise DatabaseUnavailable(str(exc).strip()) from exc
         return False

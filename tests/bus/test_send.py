@@ -156,7 +156,7 @@ def test_a_post_is_one_statement_to_write_and_one_to_announce(db):
 
 def test_a_post_waits_for_a_free_connection_or_gives_up_cleanly(db, database_url):
     single = Database(database_url, maxconn=1)
-    single._pool._timeout = 0.3  # 30 s in production
+    single.checkout_timeout = 0.3  # 30 s in production
     posted = threading.Event()
 
     def post():
@@ -168,7 +168,7 @@ def test_a_post_waits_for_a_free_connection_or_gives_up_cleanly(db, database_url
         with single.transaction():
             with pytest.raises(DatabaseUnavailable):
                 post()
-            single._pool._timeout = 5
+            single.checkout_timeout = 5
             writer = threading.Thread(target=post)
             writer.start()
             assert not posted.wait(0.3), "a second connection was opened past maxconn"

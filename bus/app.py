@@ -107,8 +107,9 @@ class BusApp:
         is entitled to (and to drop names it may not hear)."""
         return [*names, BROADCAST]
 
-    def poll(self, request: Request, names: list[str], last: int, options: dict) -> list[str]:
-        """Wait for and return the notifications a poll should receive."""
+    def poll(self, request: Request, names: list[str], last: int, options: dict) -> list[bytes]:
+        """Wait for and return the notifications a poll should receive, each
+        an encoded JSON entry ``{"id":N,"message":...}``."""
         channels = {channel_with_db(self.dbname, target) for target in self.subscriptions(request, names, options)}
         entries = self.dispatcher.poll(channels, last, self.settings.timeout, peek=bool(options.get("peek")))
         if self._resubscribe_prefixes:

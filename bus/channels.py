@@ -108,17 +108,17 @@ def parse_notify_payload(payload: str) -> list[str]:
     return [dumps(channel) for channel in channels if isinstance(channel, list)]
 
 
-def encode_entry(row_id: int, message: str) -> str:
-    """One item of a poll answer, built from the stored JSON text without
-    decoding it, so the same text can go to every poller."""
-    return '{"id":%d,"message":%s}' % (row_id, message)
+def encode_entry(row_id: int, message: str) -> bytes:
+    """One item of a poll answer, as UTF-8, built from the stored JSON text
+    without decoding it, so the same bytes can go to every poller."""
+    return ('{"id":%d,"message":%s}' % (row_id, message)).encode()
 
 
 class Entries(list):
-    """The entries of one poll answer, shared by every poll that gets the
-    same answer (the dispatcher hands one list to all the polls of a
-    channel set). Their encoded JSON array is then built once, not once per
-    poll. Not to be modified once shared."""
+    """The encoded entries of one poll answer, shared by every poll that
+    gets the same answer (the dispatcher hands one list to all the polls of
+    a channel set). Their JSON array is then built once, not once per poll.
+    Not to be modified once shared."""
 
     __slots__ = ("_json",)
 
@@ -130,23 +130,23 @@ class Entries(list):
             return self._json
 
 
-def entries_json(entries: list[str]) -> bytes:
-    """A poll answer's JSON array of encoded entries, as UTF-8 bytes."""
+def entries_json(entries: list[bytes]) -> bytes:
+    """A poll answer's JSON array of encoded entries."""
     if isinstance(entries, Entries):
         return entries.json()
     return _array(entries)
 
 
-def _array(entries: list[str]) -> bytes:
-    return ("[%s]" % ",".join(entries)).encode()
+def _array(entries: list[bytes]) -> bytes:
+    return b"[%b]" % b",".join(entries)
 
 
-def type_prefixes(types: Iterable[str]) -> tuple[str, ...]:
+def type_prefixes(types: Iterable[str]) -> tuple[bytes, ...]:
     """What an encoded entry of one of ``types`` holds right after its id."""
-    return tuple(',"message":{"type":%s,' % dumps(kind) for kind in types)
+    return tuple((',"message":{"type":%s,' % dumps(kind)).encode() for kind in types)
 
 
-def cut_after_types(entries: list[str], prefixes: tuple[str, ...]) -> list[str]:
+def cut_after_types(entries: list[bytes], prefixes: tuple[bytes, ...]) -> list[bytes]:
     """``entries`` up to and including the first of a type in ``prefixes``
     (from :func:`type_prefixes`).
 
@@ -155,7 +155,7 @@ def cut_after_types(entries: list[str], prefixes: tuple[str, ...]) -> list[str]:
     and a prefix test finds it without decoding anything.
     """
     for index, entry in enumerate(entries):
-        comma = entry.index(",")
+        comma = entry.index(b",")
         if any(entry.startswith(prefix, comma) for prefix in prefixes):
             return entries[:index + 1]
     return entries

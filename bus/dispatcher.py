@@ -64,7 +64,7 @@ class Audience:
         self.event = threading.Event()
         self.size = 0
         #: The last answer collected: (last, position, entries).
-        self.answer: Optional[tuple[int, int, list[str]]] = None
+        self.answer: Optional[tuple[int, int, list[bytes]]] = None
 
 
 class Dispatcher:
@@ -94,7 +94,7 @@ class Dispatcher:
         # ``position``; trimming publishes the new floor, then the new logs.
         # Readers take ``position``, then the logs, then the floor, and so
         # never miss a row.
-        self._logs: dict[str, tuple[list[int], list[str]]] = {}
+        self._logs: dict[str, tuple[list[int], list[bytes]]] = {}
         self._cached = 0  # rows in the logs
         self._cache_floor = 0  # every final row with a larger id is cached
         #: The last id this process has read and taken as final.
@@ -157,7 +157,7 @@ class Dispatcher:
         timeout: float,
         *,
         peek: bool = False,
-    ) -> list[str]:
+    ) -> list[bytes]:
         """Answer a long-poll: the entries after ``last`` on ``channels``,
         waiting up to ``timeout`` seconds for some when there are none yet.
 
@@ -183,7 +183,7 @@ class Dispatcher:
         finally:
             self._leave(audience)
 
-    def _catch_up(self, audience: Audience, last: int, timeout: float) -> tuple[list[str], int]:
+    def _catch_up(self, audience: Audience, last: int, timeout: float) -> tuple[list[bytes], int]:
         """The entries after ``last``, and the ``last`` to wait from when
         there are none."""
         if last > 0:
@@ -195,9 +195,9 @@ class Dispatcher:
         rows = models.fetch(self.database, sorted(audience.channels), 0, upto, younger_than=timeout)
         return [encode_entry(i, m) for i, m in rows], upto or 0
 
-    def _collect(self, audience: Audience, last: int) -> list[str]:
+    def _collect(self, audience: Audience, last: int) -> list[bytes]:
         channels = audience.channels
-        prefix: list[str] = []
+        prefix: list[bytes] = []
         if last < self.gc_floor:
             prefix.append(encode_entry(self.gc_floor, encode_message(OUTDATED_TYPE, {})))
             last = self.gc_floor
@@ -391,7 +391,7 @@ class Dispatcher:
         pollers further behind read from the database."""
         ids = sorted(row_id for log_ids, _ in self._logs.values() for row_id in log_ids[-self.cache_size:])
         floor = ids[-self.cache_size] - 1
-        kept: dict[str, tuple[list[int], list[str]]] = {}
+        kept: dict[str, tuple[list[int], list[bytes]]] = {}
         for channel, (log_ids, entries) in self._logs.items():
             start = bisect.bisect_right(log_ids, floor)
             if start < len(log_ids):
@@ -401,7 +401,7 @@ class Dispatcher:
         self._cached = sum(len(log_ids) for log_ids, _ in kept.values())
 
 
-def _slice_logs(logs: list[tuple[list[int], list[str]]], last: int, position: int) -> Entries:
+def _slice_logs(logs: list[tuple[list[int], list[bytes]]], last: int, position: int) -> Entries:
     """The entries with ids in (last, position] of some channels' logs, in id
     order: one slice when a single channel has any, which is the common case."""
     parts = []

@@ -165,7 +165,7 @@ def test_a_gap_owned_by_a_transaction_above_the_snapshot_xmax_is_held(app):
     dispatcher._refresh(cr)
     reader.close()
     answer = dispatcher._collect(Audience(frozenset({f'["{app.database.dbname}","c"]'})), 0)
-    assert [('"B"' in entry, '"A"' in entry) for entry in answer] == [(True, False), (False, True)]
+    assert [(b'"B"' in entry, b'"A"' in entry) for entry in answer] == [(True, False), (False, True)]
     dispatcher.stop()
 
 

@@ -148,7 +148,7 @@ def test_a_row_committed_between_catch_up_and_parking_is_not_missed(app):
     try:
         started = time.monotonic()
         answer = dispatcher.poll({f'["{app.database.dbname}","general"]'}, last, timeout=5)
-        assert '"in the window"' in answer[0]
+        assert b'"in the window"' in answer[0]
         assert time.monotonic() - started < 2
     finally:
         dispatcher.stop()

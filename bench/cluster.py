@@ -81,3 +81,39 @@ def max_bus_id(url: str, channel: Optional[str] = None) -> int:
 
 def bus_row_count(url: str) -> int:
     return _scalar(url, "SELECT count(*) FROM bus_bus")
+
+
+def postgres_cpu_seconds(url: str) -> Optional[float]:
+    """CPU seconds the PostgreSQL server behind ``url`` has used so far: its
+    postmaster, the backends still running and those that exited (the kernel
+    adds a reaped child's time to its parent's). Read from /proc, so only for
+    a server on this machine; None otherwise. On a shared server it counts
+    everyone's work."""
+    conn = psycopg2.connect(url)
+    try:
+        with conn.cursor() as cr:
+            cr.execute("SELECT pg_backend_pid()")
+            backend = cr.fetchone()[0]
+        try:
+            postmaster = int(_stat(backend)[1])
+            fields = _stat(postmaster)
+        except (OSError, ValueError):
+            return None
+    finally:
+        conn.close()
+    ticks = sum(int(fields[i]) for i in (11, 12, 13, 14))
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                child = _stat(int(entry))
+            except (OSError, ValueError):
+                continue  # gone meanwhile
+            if child[1] == str(postmaster):
+                ticks += int(child[11]) + int(child[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def _stat(pid: int) -> list[str]:
+    """/proc/PID/stat after the command name: state, ppid, ... (field 3 on)."""
+    with open(f"/proc/{pid}/stat") as stat:
+        return stat.read().rsplit(")", 1)[1].split()

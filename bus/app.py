@@ -110,8 +110,9 @@ class BusApp:
     def poll(self, request: Request, names: list[str], last: int, options: dict) -> list[bytes]:
         """Wait for and return the notifications a poll should receive, each
         an encoded JSON entry ``{"id":N,"message":...}``."""
-        channels = {channel_with_db(self.dbname, target) for target in self.subscriptions(request, names, options)}
-        entries = self.dispatcher.poll(channels, last, self.settings.timeout, peek=bool(options.get("peek")))
+        dbname = self.dbname
+        entries = self.dispatcher.poll({channel_with_db(dbname, target) for target in self.subscriptions(request, names, options)},
+                                       last, self.settings.timeout, peek=bool(options.get("peek")))
         if self._resubscribe_prefixes:
             entries = cut_after_types(entries, self._resubscribe_prefixes)
         return entries

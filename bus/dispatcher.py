@@ -170,6 +170,7 @@ class Dispatcher:
             raise DatabaseUnavailable("the bus is not connected to the database yet")
         deadline = time.monotonic() + timeout
         audience = self._join(frozenset(channels))
+        channels = audience.channels  # the caller's copy is not kept while parked
         try:
             event = audience.event
             entries, last = self._catch_up(audience, last, timeout)

@@ -225,7 +225,9 @@ def serve_call(handler: Handler, request: Request, max_body: int) -> JSONAnswer:
     try:
         envelope = read_envelope(request, max_body)
         request_id = envelope.get("id")
-        return result_response(request_id, handler(request, read_params(envelope)))
+        params = read_params(envelope)
+        del envelope  # not held by a poll parked for a minute: only its params
+        return result_response(request_id, handler(request, params))
     except RPCError as error:
         return error_response(request_id, error)
     except DatabaseUnavailable as exc:

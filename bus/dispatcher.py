@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import bisect
 import logging
+import math
 import os
 import select
 import threading
@@ -42,6 +43,9 @@ GAP_RECHECK = 0.02
 GAP_RECHECK_MAX = 0.5
 RECONNECT_FIRST = 0.1
 RECONNECT_MAX = 2.0
+#: Parked polls time out on a shared clock ticking this often (a poll's
+#: answer may come up to one tick after its timeout), not on one timer each.
+DEADLINE_TICK = 0.05
 #: How the listening connection shows in ``pg_stat_activity``.
 APPLICATION_NAME = "imbus-dispatcher"
 
@@ -49,19 +53,21 @@ APPLICATION_NAME = "imbus-dispatcher"
 class Audience:
     """The parked polls listening to one same set of channels.
 
-    They share one wake-up event and, for a given ``last``, one answer: when
-    one message wakes 10,000 polls of the same channels, the answer is
-    collected once and a parked poll costs no object of its own. Each
-    wake-up replaces the event, so a poll that takes the current event
+    They share wake-up events, one per clock tick in which some of them
+    time out, and, for a given ``last``, one answer: when one message wakes
+    10,000 polls of the same channels, the answer is collected once and a
+    parked poll costs no object of its own, not even a timer. A wake-up sets
+    and forgets every event of the audience, so a poll that takes its event
     before it reads can never sleep through a wake-up that came after its
     read.
     """
 
-    __slots__ = ("channels", "event", "size", "answer")
+    __slots__ = ("channels", "events", "size", "answer")
 
     def __init__(self, channels: frozenset[str]) -> None:
         self.channels = channels
-        self.event = threading.Event()
+        #: tick at which its polls time out -> the event they wait on
+        self.events: dict[int, threading.Event] = {}
         self.size = 0
         #: The last answer collected: (last, position, entries).
         self.answer: Optional[tuple[int, int, list[bytes]]] = None
@@ -101,6 +107,9 @@ class Dispatcher:
         self.position = 0
         self._audiences: dict[frozenset[str], Audience] = {}
         self._listening: dict[str, set[Audience]] = {}
+        # tick -> audiences with polls that time out then; kept by _expire()
+        self._expiring: dict[int, set[Audience]] = {}
+        self._anything_expiring = threading.Event()
         self._lock = threading.Lock()
         self._thread: Optional[threading.Thread] = None
         self._ready = threading.Event()
@@ -118,6 +127,9 @@ class Dispatcher:
             return
         with self._lock:
             if self._thread is None and not self._stopping:
+                # The clock is a thread of its own: timeouts never wait on
+                # the database, even while the dispatcher reconnects.
+                threading.Thread(target=self._keep_time, name="imbus-deadlines", daemon=True).start()
                 thread = threading.Thread(target=self._run, name="imbus-dispatcher", daemon=True)
                 thread.start()
                 self._thread = thread
@@ -132,9 +144,10 @@ class Dispatcher:
             # pipe once it has seen ``_stopping``: the pipe is open here.
             if not self._pipe_closed:
                 os.write(self._wakeup_w, b"x")
-            audiences = list(self._audiences.values())
-        for audience in audiences:
-            audience.event.set()
+            events = [event for audience in self._audiences.values() for event in audience.events.values()]
+        self._anything_expiring.set()  # lets the clock see _stopping
+        for event in events:
+            event.set()
         if self._thread is not None:
             self._thread.join(timeout)
         else:
@@ -169,16 +182,15 @@ class Dispatcher:
         if not self._ready.wait(5.0):
             raise DatabaseUnavailable("the bus is not connected to the database yet")
         deadline = time.monotonic() + timeout
+        tick = math.ceil(deadline / DEADLINE_TICK)
         audience = self._join(frozenset(channels))
         channels = audience.channels  # the caller's copy is not kept while parked
         try:
-            event = audience.event
+            event = self._event(audience, tick)
             entries, last = self._catch_up(audience, last, timeout)
-            while not entries and not peek and not self._stopping:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0 or not event.wait(remaining):
-                    break
-                event = audience.event
+            while not entries and not peek and not self._stopping and time.monotonic() < deadline:
+                event.wait()
+                event = self._event(audience, tick)
                 entries, last = self._catch_up(audience, last, timeout)
             return [] if self._stopping else entries
         finally:
@@ -233,6 +245,37 @@ class Dispatcher:
             audience.size += 1
             return audience
 
+    def _event(self, audience: Audience, tick: int) -> threading.Event:
+        """The event a poll of ``audience`` timing out at ``tick`` waits on,
+        set by the next wake-up of the audience or by the clock at ``tick``."""
+        with self._lock:
+            event = audience.events.get(tick)
+            if event is None:
+                event = audience.events[tick] = threading.Event()
+                self._expiring.setdefault(tick, set()).add(audience)
+                self._anything_expiring.set()
+            return event
+
+    def _keep_time(self) -> None:
+        while not self._stopping:
+            self._anything_expiring.wait()
+            time.sleep(DEADLINE_TICK)
+            self._expire(time.monotonic())
+
+    def _expire(self, now: float) -> None:
+        """Set the events of every tick that has passed."""
+        events = []
+        with self._lock:
+            for tick in [t for t in self._expiring if t * DEADLINE_TICK <= now]:
+                for audience in self._expiring.pop(tick):
+                    event = audience.events.pop(tick, None)
+                    if event is not None:
+                        events.append(event)
+            if not self._expiring:
+                self._anything_expiring.clear()
+        for event in events:
+            event.set()
+
     def _leave(self, audience: Audience) -> None:
         with self._lock:
             audience.size -= 1
@@ -256,8 +299,8 @@ class Dispatcher:
             woken = {a for c in channels for a in self._listening.get(c, ())}
             events = []
             for audience in woken:
-                events.append(audience.event)
-                audience.event = threading.Event()
+                events.extend(audience.events.values())
+                audience.events = {}
         for event in events:
             event.set()
 

@@ -1,5 +1,6 @@
 """/longpolling/poll over real HTTP: what a client following ``last`` gets."""
 import json
+import threading
 import time
 
 from bus import sendone
@@ -246,3 +247,43 @@ def test_answers_are_whole_and_in_order_across_channels_and_cache_trims(app):
                 assert [json.loads(entry)["id"] for entry in answer] == expected, (names, last)
     finally:
         dispatcher.stop()
+
+
+def test_polls_of_one_audience_time_out_each_at_its_own_deadline(app):
+    """Parked polls share wake-up events and a clock instead of a timer
+    each: every poll still ends at its own timeout, neither before it nor
+    when the slowest of its audience does."""
+    post(app, "quiet", {"n": 0})
+    last = ids_of(app)[-1]
+    channels = {f'["{app.database.dbname}","quiet"]'}
+    timeouts = [0.2, 0.6, 1.4]
+    elapsed = {}
+
+    def wait(timeout):
+        started = time.monotonic()
+        assert app.dispatcher.poll(channels, last, timeout) == []
+        elapsed[timeout] = time.monotonic() - started
+
+    threads = [threading.Thread(target=wait, args=(t,)) for t in timeouts]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(5)
+    for timeout in timeouts:
+        assert timeout <= elapsed[timeout] < timeout + 0.35, elapsed
+
+
+def test_a_wake_up_does_not_reset_the_timeouts_of_an_audience(app, http):
+    """A poll woken for a row it already had (its ``last`` is past it) goes
+    back to waiting until its own deadline, not a fresh timeout."""
+    post(app, "room", {"n": 0})
+    ahead = ids_of(app)[-1] + 1  # one past the newest row: the next row is not news to it
+    channels = {f'["{app.database.dbname}","room"]'}
+    started = time.monotonic()
+    waiting = threading.Thread(target=lambda: app.dispatcher.poll(channels, ahead, 0.8))
+    waiting.start()
+    wait_parked(app)
+    time.sleep(0.4)
+    post(app, "room", {"n": 1})  # wakes the audience; id == ahead, so the poll waits on
+    waiting.join(5)
+    assert 0.8 <= time.monotonic() - started < 1.15

@@ -11,7 +11,7 @@ The public API is small:
 from .app import BusApp, create_app
 from .channels import BROADCAST, channel_with_db
 from .config import Settings
-from .database import Database, DatabaseUnavailable, Transaction
+from .database import Database, DatabaseUnavailable, RolledBack, Transaction
 from .models import sendmany, sendone
 
 __all__ = [
@@ -19,6 +19,7 @@ __all__ = [
     "BusApp",
     "Database",
     "DatabaseUnavailable",
+    "RolledBack",
     "Settings",
     "Transaction",
     "channel_with_db",

@@ -33,6 +33,14 @@ class DatabaseUnavailable(Exception):
     """The server cannot be reached right now; the caller may retry later."""
 
 
+class RolledBack(Exception):
+    """COMMIT found the transaction failed by an earlier statement whose
+    error the caller caught, and PostgreSQL rolled it back."""
+
+
+_ROLLED_BACK = "the transaction was rolled back: one of its statements had failed"
+
+
 class CountingCursor(psycopg2.extensions.cursor):
     """Counts statements per pool, so tests and benchmarks can prove that the
     number of queries does not grow with the number of waiting pollers."""
@@ -80,7 +88,7 @@ def execute_prepared(cr: psycopg2.extensions.cursor, name: str, statement: str, 
         # type changed (a migration): prepare afresh, once, where nothing
         # else of the caller's was rolled back with the failed EXECUTE.
         conn.prepared.clear()
-        if not conn.autocommit:
+        if conn.info.transaction_status != psycopg2.extensions.TRANSACTION_STATUS_IDLE:
             raise
         psycopg2.extensions.cursor.execute(cr, "DEALLOCATE ALL")
         execute_prepared(cr, name, statement, params)
@@ -221,15 +229,18 @@ class Database:
             raise
 
     def _checkin(self, conn: Any, *, broken: bool) -> None:
-        if not broken:
-            try:
+        try:
+            if not broken:
                 _end_open_transaction(conn)
-            except psycopg2.Error:
-                broken = True
-        if broken or conn.closed:
-            conn.close()
-            conn = None
-        self._idle.put(conn)
+        except psycopg2.Error:
+            broken = True
+        finally:
+            # Whatever interrupts the rollback (a gevent Timeout), the slot
+            # goes back: a lost slot would shrink the pool for good.
+            if broken or conn.closed or conn.info.transaction_status != psycopg2.extensions.TRANSACTION_STATUS_IDLE:
+                conn.close()
+                conn = None
+            self._idle.put(conn)
 
     @contextmanager
     def cursor(self, *, autocommit: bool = True) -> Iterator[psycopg2.extensions.cursor]:
@@ -296,14 +307,18 @@ class Transaction:
         self._at_commit: list[bytes] = []
         self._conn: Optional[psycopg2.extensions.connection] = None
         self._cursor: Optional[psycopg2.extensions.cursor] = None
-        self._begun = False  # BEGIN has been sent
+        self._begun = False  # the server has the transaction open
         self._committed = False
+        self._used = False
 
     @property
     def dbname(self) -> str:
         return self.database.dbname
 
     def __enter__(self) -> "Transaction":
+        if self._used:
+            raise RuntimeError("a Transaction runs once: start another with database.transaction()")
+        self._used = True
         conn = self.database._checkout()
         try:
             conn.autocommit = True
@@ -323,13 +338,20 @@ class Transaction:
         """
         cursor = self._cursor
         assert cursor is not None, "use the transaction as a context manager"
-        if not self._begun and not self._committed:
+        if self._committed:
+            cursor.execute(query, params)
+            return cursor
+        if not self._begun:
             # The cursor keeps the last statement's result: the caller's.
             if not isinstance(query, (str, bytes)):
                 query = query.as_string(cursor)  # a psycopg2.sql composition
-            query = (b"BEGIN;" + query) if isinstance(query, bytes) else ("BEGIN;" + query)
-            self._begun = True
-        cursor.execute(query, params)
+            query = (b"BEGIN;\n" + query) if isinstance(query, bytes) else ("BEGIN;\n" + query)
+        try:
+            cursor.execute(query, params)
+        finally:
+            # Open only if the server says so: a statement refused before
+            # it ran (a bad parameter, a syntax error) leaves no BEGIN behind.
+            self._begun = cursor.connection.info.transaction_status != psycopg2.extensions.TRANSACTION_STATUS_IDLE
         return cursor
 
     def execute_at_commit(self, query: str, params: Any = None) -> None:
@@ -356,13 +378,23 @@ class Transaction:
         while self._precommit:
             self._precommit.pop(0)()
         statements = self._at_commit
-        if not self._begun and not statements:
-            pass  # nothing was sent: nothing to commit
-        elif statements:
-            assert self._cursor is not None
-            self._cursor.execute(b";".join([*([] if self._begun else [b"BEGIN"]), *statements, b"COMMIT"]))
-        else:
-            _control(self._conn, "COMMIT")
+        cursor = self._cursor
+        assert cursor is not None
+        if self._begun or statements:
+            # One statement per line: a statement ending in a -- comment
+            # cannot swallow the COMMIT.
+            commit = b"\n;".join([*([] if self._begun else [b"BEGIN"]), *statements, b"COMMIT"])
+            try:
+                if statements:
+                    cursor.execute(commit)
+                else:
+                    psycopg2.extensions.cursor.execute(cursor, commit)  # a COMMIT alone is not counted
+            except psycopg2.errors.InFailedSqlTransaction as exc:
+                raise RolledBack(_ROLLED_BACK) from exc
+            if cursor.statusmessage != "COMMIT":
+                # PostgreSQL answers COMMIT with ROLLBACK, and no error, when
+                # a statement failed earlier and the caller carried on.
+                raise RolledBack(_ROLLED_BACK)
         self._committed = True
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> bool:
@@ -408,19 +440,13 @@ class Transaction:
                 _logger.exception("post-commit hook failed")
 
 
-def _control(conn: Any, statement: str) -> None:
-    """COMMIT or ROLLBACK, not counted as a statement of the application
-    (psycopg2's ``commit()`` was not either)."""
-    with conn.cursor() as cr:
-        psycopg2.extensions.cursor.execute(cr, statement)
-
-
 def _end_open_transaction(conn: Any) -> None:
     """Roll back whatever transaction the server still has open on ``conn``
     (a failed statement leaves the block open and aborted)."""
     if conn.closed or conn.info.transaction_status == psycopg2.extensions.TRANSACTION_STATUS_IDLE:
         return
     if conn.autocommit:
-        _control(conn, "ROLLBACK")
+        with conn.cursor() as cr:  # not counted, as psycopg2's rollback() is not
+            psycopg2.extensions.cursor.execute(cr, "ROLLBACK")
     else:
         conn.rollback()

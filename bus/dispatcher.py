@@ -44,7 +44,7 @@ GAP_RECHECK_MAX = 0.5
 RECONNECT_FIRST = 0.1
 RECONNECT_MAX = 2.0
 #: Parked polls time out on a shared clock ticking this often (a poll's
-#: answer may come up to one tick after its timeout), not on one timer each.
+#: answer may come up to two ticks after its timeout), not on one timer each.
 DEADLINE_TICK = 0.05
 #: How the listening connection shows in ``pg_stat_activity``.
 APPLICATION_NAME = "imbus-dispatcher"
@@ -258,9 +258,13 @@ class Dispatcher:
 
     def _keep_time(self) -> None:
         while not self._stopping:
-            self._anything_expiring.wait()
-            time.sleep(DEADLINE_TICK)
-            self._expire(time.monotonic())
+            try:
+                self._anything_expiring.wait()
+                time.sleep(DEADLINE_TICK)
+                self._expire(time.monotonic())
+            except Exception:
+                # Parked polls wait on nothing else: the clock must go on.
+                _logger.exception("bus deadline clock failed; going on")
 
     def _expire(self, now: float) -> None:
         """Set the events of every tick that has passed."""

@@ -9,7 +9,7 @@ import pytest
 
 from bus import channel_with_db, sendmany, sendone
 from bus.channels import NOTIFY_PAYLOAD_LIMIT, split_notify_payloads
-from bus.database import Database, DatabaseUnavailable, execute_prepared
+from bus.database import Database, DatabaseUnavailable, RolledBack, execute_prepared
 from bus import schema
 
 
@@ -302,3 +302,46 @@ def test_no_transaction_leaves_its_connection_idle_in_transaction(db, database_u
             raise RuntimeError("the caller's work failed")
     assert [state(pid) for pid in pids] == ["idle"] * 3
     observer.close()
+
+
+def test_a_statement_refused_before_it_ran_leaves_the_transaction_whole(db):
+    """The first statement carries the BEGIN: if it is refused before it
+    runs (a syntax error, a missing parameter) and the caller goes on, what
+    follows is still one transaction, rolled back as one."""
+    for refused in (lambda tx: tx.execute("SELEC 1"), lambda tx: tx.execute("SELECT %s, %s", (1,))):
+        with pytest.raises(RuntimeError):
+            with db.transaction() as tx:
+                with pytest.raises((psycopg2.Error, IndexError, TypeError)):
+                    refused(tx)
+                tx.execute("INSERT INTO bus_bus (channel, message) VALUES ('c', '{}')")
+                raise RuntimeError("the caller's work failed")
+        assert rows(db) == []
+
+
+def test_a_commit_after_a_swallowed_error_says_it_rolled_back(db, listener):
+    ran = []
+    with pytest.raises(RolledBack):
+        with db.transaction() as tx:
+            tx.execute("INSERT INTO bus_bus (channel, message) VALUES ('c', '{}')")
+            with pytest.raises(psycopg2.errors.DivisionByZero):
+                tx.execute("SELECT 1 / 0")
+            sendone(tx, "general", "t", {})
+            tx.on_postcommit(lambda: ran.append(True))
+    assert rows(db) == [] and ran == []
+    assert notifications(listener, 0.5) == []
+
+
+def test_a_statement_sent_with_commit_may_end_in_a_comment(db):
+    with db.transaction() as tx:
+        tx.execute_at_commit("INSERT INTO bus_bus (channel, message) VALUES ('c', '{}') -- no newline after me")
+    assert rows(db) == [("c", "{}")]
+
+
+def test_a_transaction_runs_once(db):
+    tx = db.transaction()
+    with tx:
+        sendone(tx, "general", "t", {})
+    with pytest.raises(RuntimeError):
+        with tx:
+            pass
+    assert len(rows(db)) == 1

@@ -4,7 +4,7 @@
 fixed JSON-RPC body the size of a one-message bus answer; ``GET /fire`` sets
 the event (and arms a new one for the next round); ``GET /bench/stats``
 reports how many requests are parked. The listener has TCP_NODELAY, and
-requests are parsed by bus.request_head.Handler, as in bus/server.py, so
+requests are parsed by bus.handler.Handler, as in bus/server.py, so
 both pay the same per-request and per-answer costs of the stack.
 
 Usage: python -m bench.bare_server --port P
@@ -24,7 +24,7 @@ from typing import Callable, Iterable  # noqa: E402
 from gevent.event import Event  # noqa: E402
 from gevent.pywsgi import WSGIServer  # noqa: E402
 
-from bus.request_head import Handler  # noqa: E402
+from bus.handler import Handler  # noqa: E402
 
 ANSWER = (b'{"jsonrpc":"2.0","id":1,"result":[{"id":1,"message":'
           b'{"type":"bench","payload":{"t":0.0,"n":0}}}]}')

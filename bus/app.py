@@ -12,7 +12,7 @@ routes with :meth:`json_route` / :meth:`http_route` and override
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable, Optional
+from typing import Any, Callable, Iterable, Optional, Sequence
 
 from werkzeug.exceptions import HTTPException
 from werkzeug.routing import Map, Rule
@@ -107,7 +107,7 @@ class BusApp:
         is entitled to (and to drop names it may not hear)."""
         return [*names, BROADCAST]
 
-    def poll(self, request: Request, names: list[str], last: int, options: dict) -> list[bytes]:
+    def poll(self, request: Request, names: list[str], last: int, options: dict) -> Sequence[bytes]:
         """Wait for and return the notifications a poll should receive, each
         an encoded JSON entry ``{"id":N,"message":...}``."""
         dbname = self.dbname

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 from functools import lru_cache
-from typing import Any, Iterable, Iterator, Tuple, Union
+from typing import Any, Iterable, Iterator, Optional, Sequence, Tuple, Union
 
 #: The PostgreSQL channel every process LISTENs on.
 NOTIFY_CHANNEL = "imbus"
@@ -114,30 +114,67 @@ def encode_entry(row_id: int, message: str) -> bytes:
     return ('{"id":%d,"message":%s}' % (row_id, message)).encode()
 
 
-class Entries(list):
+class Entries(Sequence[bytes]):
     """The encoded entries of one poll answer, shared by every poll that
-    gets the same answer (the dispatcher hands one list to all the polls of
-    a channel set). Their JSON array is then built once, not once per poll.
-    Not to be modified once shared."""
+    gets the same answer (the dispatcher hands one object to all the polls
+    of a channel set). Their JSON array is built once, not once per poll, or
+    comes ready as slices of the dispatcher's blocks (see ``bus.window``).
 
-    __slots__ = ("_json",)
+    It is a view of ``items[start:stop]``, copied out only when someone
+    iterates it: a poller far behind gets thousands of entries that the
+    server writes as block slices and never looks at one by one. ``items``
+    must not change in that range (the dispatcher's logs only grow).
+    """
 
-    def json(self) -> bytes:
-        try:
-            return self._json
-        except AttributeError:
-            self._json = _array(self)
-            return self._json
+    __slots__ = ("_items", "_start", "_stop", "_parts")
+
+    def __init__(self, items: Optional[list[bytes]] = None, parts: Optional[list] = None,
+                 start: int = 0, stop: Optional[int] = None) -> None:
+        items = [] if items is None else items
+        self._items = items
+        self._start = start
+        self._stop = len(items) if stop is None else stop
+        self._parts = parts
+
+    def __len__(self) -> int:
+        return self._stop - self._start
+
+    def __getitem__(self, index: Any) -> Any:
+        if isinstance(index, slice):
+            return self._list()[index]
+        return self._items[range(self._start, self._stop)[index]]
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(self._list())
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, (list, Entries)):
+            return self._list() == list(other)
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"Entries({self._list()!r})"
+
+    def _list(self) -> list[bytes]:
+        return self._items[self._start:self._stop]
+
+    def json_parts(self) -> list:
+        if self._parts is None:
+            self._parts = [_array(self._list())]
+        return self._parts
 
 
-def entries_json(entries: list[bytes]) -> bytes:
-    """A poll answer's JSON array of encoded entries."""
+def array_parts(entries: Sequence[bytes]) -> list:
+    """A poll answer's JSON array of encoded entries, as buffers (bytes or
+    memoryviews of shared blocks) to be written one after the other."""
     if isinstance(entries, Entries):
-        return entries.json()
-    return _array(entries)
+        return entries.json_parts()
+    return [_array(entries)]
 
 
-def _array(entries: list[bytes]) -> bytes:
+def _array(entries: Sequence[bytes]) -> bytes:
     return b"[%b]" % b",".join(entries)
 
 
@@ -146,7 +183,7 @@ def type_prefixes(types: Iterable[str]) -> tuple[bytes, ...]:
     return tuple((',"message":{"type":%s,' % dumps(kind)).encode() for kind in types)
 
 
-def cut_after_types(entries: list[bytes], prefixes: tuple[bytes, ...]) -> list[bytes]:
+def cut_after_types(entries: Sequence[bytes], prefixes: tuple[bytes, ...]) -> Sequence[bytes]:
     """``entries`` up to and including the first of a type in ``prefixes``
     (from :func:`type_prefixes`).
 

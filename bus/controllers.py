@@ -5,7 +5,7 @@ from typing import TYPE_CHECKING, Any
 
 from werkzeug.wrappers import Request, Response
 
-from .channels import entries_json
+from .channels import array_parts
 from .jsonrpc import InvalidParams, RawJSON, param
 
 if TYPE_CHECKING:
@@ -26,7 +26,7 @@ def register(app: "BusApp") -> None:
         # rest of the decoded request is released now (about 1 KiB each).
         params.clear()
         entries = app.poll(request, channels, last, options)
-        return RawJSON(entries_json(entries))
+        return RawJSON(array_parts(entries))
 
     @app.http_route("/longpolling/health")
     def health(request: Request) -> Response:

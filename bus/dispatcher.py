@@ -13,7 +13,6 @@ which gevent makes cooperative, and psycopg2 made cooperative by psycogreen.
 """
 from __future__ import annotations
 
-import bisect
 import logging
 import math
 import os
@@ -25,10 +24,10 @@ from typing import Iterable, Optional, Sequence
 import psycopg2
 
 from . import models
-from .channels import (NOTIFY_CHANNEL, OUTDATED_TYPE, Entries, Row, encode_entry, encode_message,
-                       parse_notify_payload)
+from .channels import NOTIFY_CHANNEL, OUTDATED_TYPE, Row, encode_entry, encode_message, parse_notify_payload
 from .database import DISCONNECT_ERRORS, CountingCursor, Database, DatabaseUnavailable
 from .watermark import Watermark
+from .window import Window
 
 _logger = logging.getLogger(__name__)
 
@@ -70,7 +69,7 @@ class Audience:
         self.events: dict[int, threading.Event] = {}
         self.size = 0
         #: The last answer collected: (last, position, entries).
-        self.answer: Optional[tuple[int, int, list[bytes]]] = None
+        self.answer: Optional[tuple[int, int, Sequence[bytes]]] = None
 
 
 class Dispatcher:
@@ -93,16 +92,10 @@ class Dispatcher:
         self.cache_size = cache_size
         self.watermark = Watermark(hold_back_gaps=hold_back_gaps)
         self.gc_floor = 0
-        # Final rows, per channel: (ids, entries), both in id order, so an
-        # answer is a slice of its channel's log, not a filter over every
-        # row. Appended in place but trimmed by replacement, so a reader can
-        # keep using the pair it got. Writers append rows, then publish
-        # ``position``; trimming publishes the new floor, then the new logs.
-        # Readers take ``position``, then the logs, then the floor, and so
-        # never miss a row.
-        self._logs: dict[str, tuple[list[int], list[bytes]]] = {}
-        self._cached = 0  # rows in the logs
-        self._cache_floor = 0  # every final row with a larger id is cached
+        # The newest final rows, per channel, so an answer is a slice of its
+        # channel's log. Rows are added, then ``position`` is published;
+        # readers take ``position`` first, and so never read past it.
+        self.window = Window(cache_size)
         #: The last id this process has read and taken as final.
         self.position = 0
         self._audiences: dict[frozenset[str], Audience] = {}
@@ -170,7 +163,7 @@ class Dispatcher:
         timeout: float,
         *,
         peek: bool = False,
-    ) -> list[bytes]:
+    ) -> Sequence[bytes]:
         """Answer a long-poll: the entries after ``last`` on ``channels``,
         waiting up to ``timeout`` seconds for some when there are none yet.
 
@@ -196,7 +189,7 @@ class Dispatcher:
         finally:
             self._leave(audience)
 
-    def _catch_up(self, audience: Audience, last: int, timeout: float) -> tuple[list[bytes], int]:
+    def _catch_up(self, audience: Audience, last: int, timeout: float) -> tuple[Sequence[bytes], int]:
         """The entries after ``last``, and the ``last`` to wait from when
         there are none."""
         if last > 0:
@@ -208,7 +201,7 @@ class Dispatcher:
         rows = models.fetch(self.database, sorted(audience.channels), 0, upto, younger_than=timeout)
         return [encode_entry(i, m) for i, m in rows], upto or 0
 
-    def _collect(self, audience: Audience, last: int) -> list[bytes]:
+    def _collect(self, audience: Audience, last: int) -> Sequence[bytes]:
         channels = audience.channels
         prefix: list[bytes] = []
         if last < self.gc_floor:
@@ -217,19 +210,18 @@ class Dispatcher:
         if not self.shared_reads:
             return prefix + [encode_entry(i, m) for i, m in self._fetch(channels, last)]
         position = self.position
-        logs = self._logs
-        if last >= self._cache_floor:
-            # Final rows never change, so an answer for (last, position) is
-            # the same for every poll of the audience.
-            answer = audience.answer
-            if not prefix and answer is not None and answer[0] == last and answer[1] == position:
-                return answer[2]
-            entries = _slice_logs([logs[c] for c in channels if c in logs], last, position)
-            if prefix:
-                return prefix + entries
-            audience.answer = (last, position, entries)
-            return entries
-        return prefix + [encode_entry(i, m) for i, m in self._fetch(channels, last)]
+        # Final rows never change, so an answer for (last, position) is the
+        # same for every poll of the audience.
+        answer = audience.answer
+        if not prefix and answer is not None and answer[0] == last and answer[1] == position:
+            return answer[2]
+        entries = self.window.answer(channels, last, position)
+        if entries is None:  # rows after ``last`` may have left the window
+            return prefix + [encode_entry(i, m) for i, m in self._fetch(channels, last)]
+        if prefix:
+            return prefix + list(entries)
+        audience.answer = (last, position, entries)
+        return entries
 
     def _fetch(self, channels: frozenset[str], last: int) -> list[tuple[int, str]]:
         upto = self.position if self.shared_reads else None
@@ -338,7 +330,7 @@ class Dispatcher:
                     # Ids at or below the GC floor are gone or outdated
                     # anyway; starting there spares the first read a gap.
                     self.position = self.watermark.position = models.gc_floor(self.database)
-                    self._cache_floor = self.position
+                    self.window.floor = self.position
                 # Anything committed while nobody listened is read now, and
                 # its waiters woken, instead of waiting for the next NOTIFY.
                 self._refresh(cr, everything=True)
@@ -430,47 +422,5 @@ class Dispatcher:
             self._wake(touched)
 
     def _remember(self, rows: Sequence[Row]) -> None:
-        logs = self._logs
-        for row_id, channel, message in rows:
-            log = logs.get(channel)
-            if log is None:
-                log = logs[channel] = ([], [])
-            log[0].append(row_id)
-            log[1].append(encode_entry(row_id, message))
+        self.window.add(rows)
         self.position = rows[-1][0]
-        self._cached += len(rows)
-        if self._cached > 2 * self.cache_size:
-            self._trim()
-
-    def _trim(self) -> None:
-        """Keep the newest ``cache_size`` rows: memory stays bounded, and
-        pollers further behind read from the database."""
-        ids = sorted(row_id for log_ids, _ in self._logs.values() for row_id in log_ids[-self.cache_size:])
-        floor = ids[-self.cache_size] - 1
-        kept: dict[str, tuple[list[int], list[bytes]]] = {}
-        for channel, (log_ids, entries) in self._logs.items():
-            start = bisect.bisect_right(log_ids, floor)
-            if start < len(log_ids):
-                kept[channel] = (log_ids[start:], entries[start:])
-        self._cache_floor = floor
-        self._logs = kept
-        self._cached = sum(len(log_ids) for log_ids, _ in kept.values())
-
-
-def _slice_logs(logs: list[tuple[list[int], list[bytes]]], last: int, position: int) -> Entries:
-    """The entries with ids in (last, position] of some channels' logs, in id
-    order: one slice when a single channel has any, which is the common case."""
-    parts = []
-    for ids, entries in logs:
-        start = bisect.bisect_right(ids, last)
-        end = bisect.bisect_right(ids, position, start)
-        if start < end:
-            parts.append((ids, entries, start, end))
-    if not parts:
-        return Entries()
-    if len(parts) == 1:
-        _, entries, start, end = parts[0]
-        return Entries(entries[start:end])
-    merged = sorted(pair for ids, entries, start, end in parts
-                    for pair in zip(ids[start:end], entries[start:end]))
-    return Entries(entry for _, entry in merged)

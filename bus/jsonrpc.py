@@ -76,16 +76,33 @@ class InternalError(RPCError):
     code, http_status, name = -32603, 500, "internal_error"
 
 
+#: A WSGI environ key a server sets to True when it writes a list body with
+#: one gathered system call (``sendmsg``) and takes any bytes-like chunks,
+#: memoryviews included (``bus.handler.Handler`` does). Other servers get
+#: an answer as one ``bytes`` object, as PEP 3333 asks.
+GATHERED_WRITE = "imbus.gathered_write"
+
+
 class RawJSON:
-    """A result already encoded as JSON (UTF-8 bytes), spliced into the
-    answer as is: poll answers are assembled from pre-encoded rows, and one
-    encoded array serves every poll that gets the same answer, so an answer
-    costs one copy of it rather than a re-encoding."""
+    """A result already encoded as JSON, as buffers (UTF-8 bytes, or
+    memoryviews of them) spliced into the answer as they are: poll answers
+    are assembled from pre-encoded rows, and one encoded array serves every
+    poll that gets the same answer, so an answer is not re-encoded, and with
+    a server that gathers its writes not even copied."""
 
-    __slots__ = ("data",)
+    __slots__ = ("parts",)
 
-    def __init__(self, data: bytes) -> None:
-        self.data = data
+    def __init__(self, parts: list) -> None:
+        self.parts = parts
+
+
+def _one_body(environ: dict, chunks: list) -> list:
+    """The body as the server can take it: the chunks as they are for a
+    server that gathers its writes, else one bytes object (one system call
+    instead of one per chunk, and no memoryview where bytes are due)."""
+    if len(chunks) == 1 and type(chunks[0]) is bytes or environ.get(GATHERED_WRITE):
+        return chunks
+    return [b"".join(chunks)]
 
 
 class JSONResponse(Response):
@@ -102,14 +119,16 @@ class JSONResponse(Response):
     def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
         if (self.direct_passthrough or self._on_close or not isinstance(self.response, list)
                 or environ["REQUEST_METHOD"] == "HEAD" or self.status_code < 200 or self.status_code in (204, 304)):
+            if isinstance(self.response, list):
+                self.response = [b"".join(self.response)]
             return super().__call__(environ, start_response)
         start_response(self.status, self.headers.to_wsgi_list())
-        return self.response
+        return _one_body(environ, self.response)
 
 
 class JSONAnswer:
     """A JSON-RPC answer before it is a werkzeug response: a status and an
-    encoded body, itself a WSGI application.
+    encoded body (a list of buffers), itself a WSGI application.
 
     Most answers go out untouched, and werkzeug's ``Response`` and
     ``Headers`` cost about 8 us to build, paid 10,000 times when one message
@@ -117,21 +136,21 @@ class JSONAnswer:
     application wants to add headers or cookies (``finish_response``).
     """
 
-    __slots__ = ("data", "status")
+    __slots__ = ("chunks", "status")
 
-    def __init__(self, data: bytes, status: int = 200) -> None:
-        self.data = data
+    def __init__(self, chunks: list, status: int = 200) -> None:
+        self.chunks = chunks
         self.status = status
 
     def _headers(self) -> list[tuple[str, str]]:
-        return [("Content-Type", "application/json"), ("Content-Length", str(len(self.data)))]
+        return [("Content-Type", "application/json"), ("Content-Length", str(sum(map(len, self.chunks))))]
 
     def response(self) -> JSONResponse:
-        return JSONResponse([self.data], self.status, Headers(self._headers()))
+        return JSONResponse(self.chunks, self.status, Headers(self._headers()))
 
     def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
         start_response(_status_line(self.status), self._headers())
-        return [self.data]
+        return _one_body(environ, self.chunks)
 
 
 @lru_cache(maxsize=None)
@@ -148,14 +167,14 @@ def _encode(value: Any) -> str:
 
 def result_response(request_id: Any, result: Any) -> JSONAnswer:
     if isinstance(result, RawJSON):
-        return JSONAnswer(b'{"jsonrpc":"2.0","id":%b,"result":%b}' % (_encode(request_id).encode(), result.data))
-    return JSONAnswer(('{"jsonrpc":"2.0","id":%s,"result":%s}' % (_encode(request_id), _encode(result))).encode())
+        return JSONAnswer([b'{"jsonrpc":"2.0","id":%b,"result":' % _encode(request_id).encode(), *result.parts, b"}"])
+    return JSONAnswer([('{"jsonrpc":"2.0","id":%s,"result":%s}' % (_encode(request_id), _encode(result))).encode()])
 
 
 def error_response(request_id: Any, error: RPCError) -> JSONAnswer:
     payload = {"code": error.code, "message": error.message, "data": {"name": error.name, **(error.data or {})}}
     body = {"jsonrpc": "2.0", "id": request_id, "error": payload}
-    return JSONAnswer(_encode(body).encode(), error.http_status)
+    return JSONAnswer([_encode(body).encode()], error.http_status)
 
 
 def read_envelope(request: Request, max_body: int) -> dict:

@@ -4,9 +4,10 @@ gevent's ``WSGIHandler`` reads the header lines of every request with the
 standard library's ``http.client.parse_headers``, which runs them through
 ``email.feedparser``: about 30 us for the three headers of a poll and 80 us
 for a browser's ten, paid again by every re-poll (a fan-out to 10,000 polls
-is followed by 10,000 re-polls). :class:`Handler` reads them with the same
+is followed by 10,000 re-polls). :func:`read_head` reads them with the same
 limits (65,536 bytes a line, 100 lines) into a small mapping that answers
-what pywsgi asks of its headers object, in a few microseconds.
+what pywsgi asks of its headers object, in a few microseconds
+(``bus.handler.Handler`` plugs it in).
 
 It is stricter than the email parser where RFC 9112 asks a server to be,
 and where a lenient reading would let a request be framed differently by a
@@ -24,13 +25,6 @@ from __future__ import annotations
 
 import re
 from typing import BinaryIO, Iterator, Optional
-
-from gevent.pywsgi import WSGIHandler
-
-try:  # what pywsgi writes its access log to when it has none
-    from gevent.pywsgi import _NoopLog
-except ImportError:  # a later gevent: keep its own behaviour
-    _NoopLog = None
 
 #: The limits ``http.client`` applies, which pywsgi relied on until now.
 MAX_LINE = 65536
@@ -109,18 +103,3 @@ def _framing_error(fields: list[tuple[str, str]]) -> str:
     if len(lengths) > 1:
         return "Conflicting Content-Length"
     return ""
-
-
-class Handler(WSGIHandler):
-    """gevent's pywsgi handler with :func:`read_head` as its header parser,
-    and no access-log line built for a server that has no access log."""
-
-    def MessageClass(self, stream: BinaryIO, *args: object) -> RequestHead:  # noqa: N802 - pywsgi's name
-        return read_head(stream)
-
-    def log_request(self) -> None:
-        # With log=None pywsgi still formats a line for every request (the
-        # date, the timing) and hands it to a no-op writer: 4 % of the
-        # server's time when one message wakes 1,000 polls.
-        if _NoopLog is None or not isinstance(self.server.log, _NoopLog):
-            super().log_request()

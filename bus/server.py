@@ -36,7 +36,7 @@ def serve_gevent(app: Callable, host: str, port: int, *, on_shutdown: Optional[C
     from gevent.pool import Pool
     from gevent.pywsgi import WSGIServer
 
-    from .request_head import Handler
+    from .handler import Handler
 
     listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -117,6 +117,10 @@ class _InFlight:
         except BaseException:
             self._live.discard(answer)
             raise
+        if type(answer.body) is list:
+            # Still a list, so that a server that gathers its writes
+            # (bus.handler) sends it, head included, in one system call.
+            return _ListAnswer(answer)
         return answer
 
     def wait_idle(self, timeout: float) -> bool:
@@ -148,3 +152,16 @@ class _Answer:
                 close()
         finally:
             self.live.discard(self)
+
+
+class _ListAnswer(list):
+    """A list body, as a list, leaving the live set when the server closes it."""
+
+    __slots__ = ("answer",)
+
+    def __init__(self, answer: _Answer) -> None:
+        super().__init__(answer.body)
+        self.answer = answer
+
+    def close(self) -> None:
+        self.answer.close()

@@ -57,7 +57,7 @@ class HttpServer:
 
             from gevent.pywsgi import WSGIServer
 
-            from bus.request_head import Handler
+            from bus.handler import Handler
 
             listener = socket.socket()
             listener.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)

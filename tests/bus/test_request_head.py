@@ -136,7 +136,7 @@ def test_a_body_shorter_than_its_content_length_is_a_clear_error(start_server): 
 def test_the_handler_skips_the_access_log_only_when_there_is_none():
     from gevent.pywsgi import WSGIServer
 
-    from bus.request_head import Handler
+    from bus.handler import Handler
 
     class Recorded(Handler):
         def __init__(self, server):

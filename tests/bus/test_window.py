@@ -1,0 +1,68 @@
+"""The dispatcher's window of recent rows: whatever rows came in whatever
+batches, and however its blocks were merged and trimmed, an answer holds
+exactly the rows after ``last``, and its JSON array on the wire (the
+slices of shared blocks a server writes) says the same."""
+import json
+import random
+
+from bus.channels import array_parts, encode_message
+from bus.window import SMALL_ANSWER, Window
+
+
+def wire_ids(answer):
+    return [entry["id"] for entry in json.loads(b"".join(array_parts(answer)))]
+
+
+def fill(window, batches, channels, rng, start=1):
+    """Add ``batches`` reads of random sizes on random channels; return the rows."""
+    rows, row_id = [], start
+    for _ in range(batches):
+        batch = []
+        for _ in range(rng.randint(1, 12)):
+            batch.append((row_id, rng.choice(channels), encode_message("t", {"n": row_id, "pad": "x" * rng.randint(0, 80)})))
+            row_id += 1
+        window.add(batch)
+        rows.extend(batch)
+    return rows
+
+
+def test_every_answer_is_exact_across_merges_and_trims():
+    rng = random.Random(7)
+    channels = ["a", "b", "c"]
+    window = Window(size=60, block_max=700)
+    rows = fill(window, 80, channels, rng)
+    position = rows[-1][0]
+    assert window.floor > 0, "the window was never trimmed"
+    assert any(len(log.blocks[1]) > 1 for log in window.logs.values())
+    for wanted in (["a"], ["b", "c"], channels):
+        for last in range(0, position + 1):
+            answer = window.answer(wanted, last, position)
+            if last < window.floor:
+                assert answer is None, "rows that left the window must be read from the database"
+                continue
+            expected = [i for i, channel, _ in rows if i > last and channel in wanted]
+            assert [json.loads(entry)["id"] for entry in answer] == expected, (wanted, last)
+            assert wire_ids(answer) == expected, (wanted, last)
+
+
+def test_an_answer_stops_at_the_position_it_was_asked_for():
+    """Rows past the dispatcher's published position are not answered yet."""
+    window = Window(size=1000, block_max=700)
+    rows = fill(window, 30, ["a"], random.Random(3))
+    for position in (rows[5][0], rows[-3][0]):
+        answer = window.answer(["a"], 0, position)
+        expected = [i for i, _, _ in rows if i <= position]
+        assert [json.loads(entry)["id"] for entry in answer] == expected
+        assert wire_ids(answer) == expected
+
+
+def test_a_large_answer_is_slices_of_shared_blocks_and_a_small_one_is_one_string():
+    window = Window(size=100_000)
+    rows = fill(window, 600, ["a"], random.Random(5))
+    big = window.answer(["a"], 0, rows[-1][0])
+    parts = array_parts(big)
+    assert sum(map(len, parts)) > SMALL_ANSWER
+    assert any(isinstance(part, memoryview) for part in parts), "the blocks were copied"
+    assert len(parts) < 40, f"{len(parts)} buffers: the blocks were not merged"
+    small = window.answer(["a"], rows[-2][0], rows[-1][0])
+    assert [type(part) for part in array_parts(small)] == [bytes]

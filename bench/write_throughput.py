@@ -44,7 +44,8 @@ from .report import Section, Table, Target, mode_parser, percentile
 WRITERS = 8
 CHANNEL = "bench"
 #: Pollers whose answers are decoded in full to time each message; the
-#: others only count entries, so the client keeps up with the server.
+#: others count entries as the answers stream in (send_counted), so the
+#: client keeps up with the server.
 TIMED_POLLERS = 20
 MP = multiprocessing.get_context("fork")
 
@@ -181,14 +182,19 @@ async def _deliver(port: int, pollers: int, last: int, pipe: Any) -> dict:
 
     async def follow(i: int, connection: client.HttpConnection) -> None:
         while target is None or positions[i] < target:
-            body = await connection.send(client.poll_request([CHANNEL], positions[i]))
-            count = client.count_entries(body)
+            request = client.poll_request([CHANNEL], positions[i])
+            if i < TIMED_POLLERS:
+                body = await connection.send(request)
+                count, newest = client.count_entries(body), client.last_id(body)
+                if count:
+                    delays.extend(connection.answered_at - entry["message"]["payload"]["t"]
+                                  for entry in client.entries(body))
+            else:
+                tally = await connection.send_counted(request)
+                count, newest = tally.entries, tally.last_id
             if not count:
                 continue
-            if i < TIMED_POLLERS:
-                delays.extend(connection.answered_at - entry["message"]["payload"]["t"]
-                              for entry in client.entries(body))
-            positions[i] = client.last_id(body)
+            positions[i] = newest
             received[i] += count
             advanced_at[i] = connection.answered_at
         reached[i] = advanced_at[i]

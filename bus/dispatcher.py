@@ -89,7 +89,6 @@ class Dispatcher:
         self.retention = retention
         self.gc_interval = gc_interval
         self.shared_reads = shared_reads
-        self.cache_size = cache_size
         self.watermark = Watermark(hold_back_gaps=hold_back_gaps)
         self.gc_floor = 0
         # The newest final rows, per channel, so an answer is a slice of its

@@ -12,13 +12,15 @@ Use it as ``WSGIServer(..., handler_class=bus.handler.Handler)``
   shared blocks (``bus.window``), which then reach the kernel without being
   copied into one string first. It says so to the application with
   ``environ[bus.jsonrpc.GATHERED_WRITE]``;
+* formats the Date header once a second, not once an answer;
 * formats no access-log line for a server that has no access log.
 """
 from __future__ import annotations
 
+import time
 from typing import BinaryIO
 
-from gevent.pywsgi import WSGIHandler
+from gevent.pywsgi import WSGIHandler, format_date_time
 
 from .jsonrpc import GATHERED_WRITE
 from .request_head import RequestHead, read_head
@@ -43,6 +45,12 @@ class Handler(WSGIHandler):
         environ = super().get_environ()
         environ[GATHERED_WRITE] = True
         return environ
+
+    def finalize_headers(self) -> None:
+        if self.provided_date is None:
+            self.provided_date = _http_date()
+            self.response_headers.append((b"Date", self.provided_date))
+        super().finalize_headers()
 
     def process_result(self) -> None:
         chunks = self.result
@@ -82,3 +90,15 @@ class Handler(WSGIHandler):
         # server's time when one message wakes 1,000 polls.
         if _NoopLog is None or not isinstance(self.server.log, _NoopLog):
             super().log_request()
+
+
+_date = (0, b"")
+
+
+def _http_date() -> bytes:
+    """Now, as the Date header says it: formatted anew once a second."""
+    global _date
+    second = int(time.time())
+    if _date[0] != second:
+        _date = (second, format_date_time(second))
+    return _date[1]

@@ -7,6 +7,7 @@ import socket
 import subprocess
 import sys
 import time
+from email.utils import parsedate_to_datetime
 
 import pytest
 
@@ -66,6 +67,7 @@ def test_a_list_body_of_memoryviews_arrives_whole_and_the_connection_goes_on(gev
         status, fields, body = read_answer(stream)
         assert status == b"HTTP/1.1 200 OK"
         assert fields["X-Gathered"] == "True"
+        assert abs(parsedate_to_datetime(fields["Date"]).timestamp() - time.time()) < 5
         assert body == expected_body(3000)
         status, _, body = read_answer(stream)
         assert status == b"HTTP/1.1 200 OK"

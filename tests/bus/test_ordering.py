@@ -17,7 +17,7 @@ import psycopg2.errors
 import pytest
 
 from bus import sendone
-from bus.dispatcher import Audience, Dispatcher
+from bus.dispatcher import Dispatcher
 from bus.watermark import Watermark
 from tests.support import poll
 
@@ -164,7 +164,7 @@ def test_a_gap_owned_by_a_transaction_above_the_snapshot_xmax_is_held(app):
         thread.join(5)
     dispatcher._refresh(cr)
     reader.close()
-    answer = dispatcher._collect(Audience(frozenset({f'["{app.database.dbname}","c"]'})), 0)
+    answer = dispatcher._collect(frozenset({f'["{app.database.dbname}","c"]'}), 0, None)
     assert [(b'"B"' in entry, b'"A"' in entry) for entry in answer] == [(True, False), (False, True)]
     dispatcher.stop()
 

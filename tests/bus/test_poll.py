@@ -128,8 +128,8 @@ class RaceDispatcher(Dispatcher):
         self.on_gap = on_gap
         self.injected = False
 
-    def _collect(self, channels, last):
-        entries = super()._collect(channels, last)
+    def _collect(self, channels, last, audience):
+        entries = super()._collect(channels, last, audience)
         if not self.injected:
             self.injected = True
             self.on_gap()

@@ -78,7 +78,7 @@ def measure(*, quick: bool = True) -> Section:
                 table.add(LABELS[mode], n, posts, statements, reads)
         poster.database.close()
     table.notes.append(f"the writer's side: {writer:.1f} statements per sendone transaction "
-                       "(the pre-commit INSERT and the post-commit pg_notify; BEGIN/COMMIT not counted)")
+                       "(the INSERT sent with COMMIT and the post-commit NOTIFY; BEGIN/COMMIT not counted)")
     section.tables.append(table)
     few, many = figures[("default", sizes[0])], figures[("default", sizes[-1])]
     section.targets.append(Target(f"statements per post do not grow with N ({sizes[0]} -> {sizes[-1]})",

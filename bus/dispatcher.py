@@ -42,6 +42,13 @@ GAP_RECHECK = 0.02
 GAP_RECHECK_MAX = 0.5
 RECONNECT_FIRST = 0.1
 RECONNECT_MAX = 2.0
+#: A shared read that finds this many rows means commits come faster than
+#: notifications are worth handling (PostgreSQL wakes the listening backend
+#: for every one, and it forwards each): the dispatcher then stops listening
+#: and reads every BUSY_READ_INTERVAL seconds, until a read finds fewer than
+#: BUSY_ROWS // 4 rows, when it listens again.
+BUSY_ROWS = 16
+BUSY_READ_INTERVAL = 0.005
 #: Parked polls time out on a shared clock ticking this often (a poll's
 #: answer may come up to two ticks after its timeout), not on one timer each.
 DEADLINE_TICK = 0.05
@@ -109,6 +116,9 @@ class Dispatcher:
         self._wakeup_r, self._wakeup_w = os.pipe()
         self._pipe_closed = False
         self.reads = 0  # shared reads done, for tests and benchmarks
+        #: False while commits come so fast that the dispatcher reads on a
+        #: timer instead of listening (see BUSY_ROWS).
+        self.listening = True
         self.connected = threading.Event()
 
     # -- life cycle ---------------------------------------------------------
@@ -371,6 +381,7 @@ class Dispatcher:
         poller.register(self._wakeup_r, select.POLLIN)
         next_gc = time.monotonic()
         recheck = GAP_RECHECK
+        self.listening = True
         while not self._stopping:
             now = time.monotonic()
             refresh = False
@@ -383,6 +394,8 @@ class Dispatcher:
             wait = next_gc - now
             if self.watermark.blocked:
                 wait = min(wait, recheck)
+            if not self.listening:
+                wait = min(wait, BUSY_READ_INTERVAL)
             if not refresh:
                 # Notifications that came in with the answer to a read are
                 # already taken off the socket: do not sleep on them.
@@ -392,7 +405,7 @@ class Dispatcher:
                         return
                     if conn.fileno() in readable:
                         conn.poll()
-                refresh = self.watermark.blocked or bool(conn.notifies)
+                refresh = self.watermark.blocked or bool(conn.notifies) or not self.listening
             channels: list[str] = []
             if conn.notifies and not self.shared_reads:
                 for notification in conn.notifies:
@@ -400,13 +413,28 @@ class Dispatcher:
             conn.notifies.clear()
             if refresh:
                 was_blocked_at = self.watermark.position if self.watermark.blocked else None
-                self._refresh(cr, channels)
+                rows = self._refresh(cr, channels)
                 held_at_same_gap = self.watermark.blocked and self.watermark.position == was_blocked_at
                 recheck = min(recheck * 2, GAP_RECHECK_MAX) if held_at_same_gap else GAP_RECHECK
+                if self.shared_reads:
+                    self._pace(cr, rows)
+
+    def _pace(self, cr: psycopg2.extensions.cursor, rows: int) -> None:
+        """Listen while commits are few; read on a short timer while they
+        come faster than one read's worth at a time."""
+        if self.listening and rows >= BUSY_ROWS:
+            cr.execute("UNLISTEN " + NOTIFY_CHANNEL)
+            self.listening = False
+        elif not self.listening and rows < BUSY_ROWS // 4:
+            cr.execute("LISTEN " + NOTIFY_CHANNEL)
+            self.listening = True
+            # What was committed since that read announced nothing here.
+            self._refresh(cr)
 
     def _refresh(self, cr: psycopg2.extensions.cursor, channels: Sequence[str] = (), *,
-                 everything: bool = False) -> None:
-        """One shared read for the whole process, then wake whom it concerns."""
+                 everything: bool = False) -> int:
+        """One shared read for the whole process, then wake whom it concerns;
+        returns how many new final rows it found."""
         if not self.shared_reads:
             # Odoo 15's way: wake the named channels (or all, after an outage)
             # and let every poller query the database for itself.
@@ -414,14 +442,16 @@ class Dispatcher:
                 with self._lock:
                     channels = list(self._listening)
             self._wake(channels)
-            return
+            return 0
         touched: set[str] = set()
+        found = 0
         while True:
             result = models.read_after(cr, self.watermark.position, READ_BATCH)
             self.reads += 1
             self.gc_floor = max(self.gc_floor, result.gc_floor)
             final = self.watermark.advance(result.rows, result.running, result.xmax,
                                            lambda: models.draw_transaction_id(cr))
+            found += len(final)
             if final:
                 self._remember(final)
                 touched.update(channel for _, channel, _ in final)
@@ -429,6 +459,7 @@ class Dispatcher:
                 break
         if touched:
             self._wake(touched)
+        return found
 
     def _remember(self, rows: Sequence[Row]) -> None:
         self.window.add(rows)

@@ -3,7 +3,7 @@ import json
 import threading
 import time
 
-from bus import sendone
+from bus import sendmany, sendone
 from bus.channels import array_parts
 from bus.dispatcher import Dispatcher
 from tests.support import ParkedPoll, poll, rpc, wait_for
@@ -291,3 +291,71 @@ def test_a_wake_up_does_not_reset_the_timeouts_of_an_audience(app, http):
     post(app, "room", {"n": 1})  # wakes the audience; id == ahead, so the poll waits on
     waiting.join(5)
     assert 0.8 <= time.monotonic() - started < 1.15
+
+
+class PacingDispatcher(Dispatcher):
+    """Records whether it listens after each shared read."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.modes = []
+
+    def _pace(self, cr, rows):
+        super()._pace(cr, rows)
+        self.modes.append(self.listening)
+
+
+def test_under_a_flood_of_commits_reads_on_a_timer_and_then_listens_again(app):
+    """When commits come faster than reads (a read finds BUSY_ROWS or more),
+    the dispatcher stops listening and reads on a short timer, so PostgreSQL
+    no longer wakes its backend for every commit. Every row still reaches a
+    poller exactly once and in order, rows committed while it switched back
+    included, and once the flood is over it listens again: a lone post is
+    answered at once."""
+    app.dispatcher.stop()
+    dispatcher = PacingDispatcher(app.database)
+    channels = {f'["{app.database.dbname}","flood"]'}
+    post(app, "flood", {"n": "start"})
+    start = ids_of(app)[-1]
+    received = []
+    done = threading.Event()
+
+    def follow():
+        last = start
+        while not done.is_set() or last < ids_of(app)[-1]:
+            answer = dispatcher.poll(channels, last, timeout=0.5)
+            received.extend(json.loads(entry)["id"] for entry in answer)
+            if answer:
+                last = received[-1]
+
+    def write(writer):
+        for n in range(40):
+            with app.database.transaction() as tx:
+                # Batches of 20 rows: every read finds at least BUSY_ROWS.
+                sendmany(tx, [("flood", "test", {"writer": writer, "n": n, "i": i}) for i in range(20 if n % 2 else 1)])
+
+    try:
+        dispatcher.start()
+        follower = threading.Thread(target=follow)
+        follower.start()
+        writers = [threading.Thread(target=write, args=(w,)) for w in range(4)]
+        for thread in writers:
+            thread.start()
+        for thread in writers:
+            thread.join(60)
+        done.set()
+        follower.join(30)
+        assert received == [i for i in ids_of(app) if i > start], "a row was lost, repeated or reordered"
+        assert False in dispatcher.modes, "the dispatcher never read on a timer"
+        wait_for(lambda: dispatcher.listening, 5, "the dispatcher listening again")
+        waiting = threading.Thread(target=lambda: received.extend(
+            json.loads(entry)["id"] for entry in dispatcher.poll(channels, received[-1], timeout=5)))
+        waiting.start()
+        wait_for(lambda: dispatcher.waiter_count == 1, 5, "the poll parking")
+        started = time.monotonic()
+        post(app, "flood", {"n": "lone"})
+        waiting.join(5)
+        assert received[-1] == ids_of(app)[-1]
+        assert time.monotonic() - started < 1
+    finally:
+        dispatcher.stop()

@@ -15,6 +15,12 @@ private cluster (fsync on unless ``--no-fsync``):
   The CPU each part spent (server, client, writers, PostgreSQL) is printed
   next to it, with what 60 % of the raw ceiling would cost at those rates.
 
+In full mode raw SQL and delivered with hold-back on run in three pairs,
+one after the other, and the target is judged on the median pair's ratio:
+all three are printed. Hold-back off loses messages by design (it takes a
+visible row past a gap as final); it is there to show what the hold-back
+costs.
+
 Usage: python -m bench.write_throughput [--quick|--full] [--no-fsync]
 """
 from __future__ import annotations
@@ -309,35 +315,52 @@ def _budget(raw: WriteRun, run: Delivery, pollers: int) -> str:
             f"({goal * delivery:.1f} to deliver, {goal * writing:.1f} to write)")
 
 
+#: Pairs of (a) and (c) with hold-back on in full mode, the target judged on
+#: the median pair: one pair swings by several points on a shared 2-core VM.
+PAIRS = 3
+
+
 def measure(*, quick: bool = True, durable: bool = True) -> Section:
     duration = 3.0 if quick else 10.0
     pollers = 1000
     section = Section("Write throughput")
+    pairs: list[tuple[WriteRun, Delivery]] = []
     with bench_database(durable=durable) as url:
-        raw, _ = run_writers(url, _raw_writer, duration)
+        for _ in range(1 if quick else PAIRS):
+            raw, _ = run_writers(url, _raw_writer, duration)
+            pairs.append((raw, run_delivery(url, "default", pollers, duration)))
         lib, _ = run_writers(url, _bus_writer, duration)
-        with_holdback = run_delivery(url, "default", pollers, duration)
         without_holdback = run_delivery(url, "no-holdback", pollers, duration)
+    pairs.sort(key=lambda pair: pair[1].rate / pair[0].rate)
+    raw, with_holdback = pairs[len(pairs) // 2]  # the median pair
 
     table = Table(f"Write throughput: {WRITERS} writer processes, one notification per transaction, "
-                  f"{duration:.0f} s each, fsync {'on' if durable else 'off'}",
+                  f"{duration:.0f} s each, fsync {'on' if durable else 'off'}"
+                  + ("" if quick else f"; (a) and (c) hold-back on measured in {PAIRS} pairs, "
+                                      "ratios to the raw run of the same pair"),
                   ["config", "msgs/s", "ratio to raw", "writer CPU us/commit", "PostgreSQL CPU us/commit", "notes"])
-    table.add("(a) raw SQL: BEGIN; INSERT; COMMIT; NOTIFY (psycopg2)", raw.rate, 1.0, raw.cpu_per_commit,
-              _or_na(raw.postgres_per_commit), f"{raw.committed} commits")
-    table.add("(b) bus.sendone (BEGIN + INSERT + COMMIT in one round trip; NOTIFY)", lib.rate, lib.rate / raw.rate,
-              lib.cpu_per_commit, _or_na(lib.postgres_per_commit), f"{lib.committed} commits")
-    for run in (with_holdback, without_holdback):
-        label = "hold-back on (default)" if run.mode == "default" else "hold-back off"
-        table.add(f"(c) delivered to all {pollers} parked pollers, {label}", run.rate, run.rate / raw.rate,
-                  run.writes.cpu_per_commit, _or_na(run.writes.postgres_per_commit),
+    for number, (pair_raw, run) in enumerate(pairs, 1):
+        pair = "" if quick else f" [pair {number}{', median' if run is with_holdback else ''}]"
+        table.add(f"(a) raw SQL: BEGIN; INSERT; COMMIT; NOTIFY (psycopg2){pair}", pair_raw.rate, 1.0,
+                  pair_raw.cpu_per_commit, _or_na(pair_raw.postgres_per_commit), f"{pair_raw.committed} commits")
+        table.add(f"(c) delivered to all {pollers} parked pollers, hold-back on (default){pair}", run.rate,
+                  run.rate / pair_raw.rate, run.writes.cpu_per_commit, _or_na(run.writes.postgres_per_commit),
                   f"writers committed {run.writes.rate:,.0f}/s; lost {run.lost}; problems: {run.problems}")
+    table.add("(b) bus.sendone (BEGIN + INSERT + COMMIT in one round trip; NOTIFY)", lib.rate, lib.rate / raw.rate,
+              lib.cpu_per_commit, _or_na(lib.postgres_per_commit), f"{lib.committed} commits; vs the median pair's (a)")
+    table.add(f"(c) delivered to all {pollers} parked pollers, hold-back off", without_holdback.rate,
+              without_holdback.rate / raw.rate, without_holdback.writes.cpu_per_commit,
+              _or_na(without_holdback.writes.postgres_per_commit),
+              f"writers committed {without_holdback.writes.rate:,.0f}/s; lost {without_holdback.lost} "
+              f"(gaps skipped: what the hold-back prevents); problems: {without_holdback.problems}; "
+              "vs the median pair's (a)")
     section.tables.append(table)
 
     delays = Table(f"Delivery delay (post start -> answer at a poller; {TIMED_POLLERS} timed pollers) "
                    "and CPU during (c)",
                    ["hold-back", "p50 ms", "p90 ms", "p99 ms", "max ms", "server CPU s", "client CPU s",
                     "writers CPU s", "PostgreSQL CPU s", "CPU used / available"])
-    for run in (with_holdback, without_holdback):
+    for run in [run for _, run in pairs] + [without_holdback]:
         ms = [d * 1000 for d in run.delays]
         used = run.server_cpu + run.client_cpu + run.writes.writer_cpu + (run.postgres_cpu or 0.0)
         delays.add("on" if run.mode == "default" else "off", percentile(ms, 50), percentile(ms, 90),
@@ -349,8 +372,11 @@ def measure(*, quick: bool = True, durable: bool = True) -> Section:
     section.tables.append(delays)
     section.notes.append(_budget(raw, with_holdback, pollers))
     share = with_holdback.rate / raw.rate
-    section.targets.append(Target("delivered msgs/s with hold-back on vs raw SQL", f"{share:.0%}", ">= 60 %",
-                                  share >= 0.6 and with_holdback.lost == 0))
+    lost = max(run.lost for _, run in pairs)
+    spread = "" if quick else f" (median of {PAIRS} pairs: " + ", ".join(
+        f"{run.rate / pair_raw.rate:.0%}" for pair_raw, run in pairs) + ")"
+    section.targets.append(Target("delivered msgs/s with hold-back on vs raw SQL", f"{share:.0%}{spread}",
+                                  ">= 60 %", share >= 0.6 and lost == 0))
     if not section.targets[-1].met and not quick:  # a profile costs another run: full mode only
         profile = Profile()
         with bench_database(durable=durable) as url:
@@ -359,8 +385,7 @@ def measure(*, quick: bool = True, durable: bool = True) -> Section:
             run_writers(url, _bus_writer, 1.0)
             run_delivery(url, "default", pollers, duration, profile)
         section.targets[-1].profile = profile.text
-    section.targets.append(Target("no message lost with hold-back on", f"{with_holdback.lost} lost", "0 lost",
-                                  with_holdback.lost == 0))
+    section.targets.append(Target("no message lost with hold-back on", f"{lost} lost", "0 lost", lost == 0))
     return section
 
 

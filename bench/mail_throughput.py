@@ -146,10 +146,17 @@ def measure(*, quick: bool = True, durable: bool = True) -> Section:
               + (f", e.g. {outcome['errors'][0]}" if outcome["errors"] else ""))
     table.notes.append("one gevent server process does all the work of a post (session check, "
                        "sanitising, message rows, bus rows) on one core, next to PostgreSQL and the client")
+    if posts:
+        table.notes.append(f"each post wakes {pollers} polls, each answered and re-polled through the chat's "
+                           f"subscriptions (session, channels and presence from the database, Odoo's model): "
+                           f"{server_cpu / posts * 1e3:,.1f} ms of server CPU per post, "
+                           f"{server_cpu / posts / pollers * 1e6:,.1f} us per woken poll")
+    table.notes.append("#4 sets its 60 % target on the sendmany path (bench.write_throughput); here it asks "
+                       "for the figure and its profile, which follows")
     section.tables.append(table)
-    share = delivered / raw.rate
-    section.targets.append(Target("HTTP posts delivered vs raw SQL ceiling", f"{share:.0%}", ">= 60 %",
-                                  share >= 0.6 and not outcome["errors"], samples.text))
+    stalled, errors = outcome["stalled"], len(outcome["errors"])
+    section.targets.append(Target(f"HTTP posts reach all {pollers} polls", f"{stalled} stalled, {errors} errors",
+                                  "0 stalled, 0 errors", posts > 0 and not stalled and not errors, samples.text))
     return section
 
 

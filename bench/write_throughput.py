@@ -228,9 +228,11 @@ async def _deliver(port: int, pollers: int, last: int, pipe: Any) -> dict:
         finished.set()
 
     loop.add_reader(pipe.fileno(), on_target)
-    await finished.wait()
-    done, pending = await asyncio.wait(tasks, timeout=120)
-    gc.enable()
+    try:
+        await finished.wait()
+        done, pending = await asyncio.wait(tasks, timeout=120)
+    finally:
+        gc.enable()
     for task in pending:
         task.cancel()
     errors = [t.exception() for t in done if not t.cancelled() and t.exception() is not None]
@@ -331,16 +333,16 @@ def measure(*, quick: bool = True, durable: bool = True) -> Section:
             pairs.append((raw, run_delivery(url, "default", pollers, duration)))
         lib, _ = run_writers(url, _bus_writer, duration)
         without_holdback = run_delivery(url, "no-holdback", pollers, duration)
-    pairs.sort(key=lambda pair: pair[1].rate / pair[0].rate)
-    raw, with_holdback = pairs[len(pairs) // 2]  # the median pair
+    raw, with_holdback = sorted(pairs, key=lambda pair: pair[1].rate / pair[0].rate)[len(pairs) // 2]
 
     table = Table(f"Write throughput: {WRITERS} writer processes, one notification per transaction, "
                   f"{duration:.0f} s each, fsync {'on' if durable else 'off'}"
                   + ("" if quick else f"; (a) and (c) hold-back on measured in {PAIRS} pairs, "
                                       "ratios to the raw run of the same pair"),
                   ["config", "msgs/s", "ratio to raw", "writer CPU us/commit", "PostgreSQL CPU us/commit", "notes"])
-    for number, (pair_raw, run) in enumerate(pairs, 1):
-        pair = "" if quick else f" [pair {number}{', median' if run is with_holdback else ''}]"
+    labels = [""] if quick else [f" [pair {n}{', median' if run is with_holdback else ''}]"
+                                 for n, (_, run) in enumerate(pairs, 1)]
+    for pair, (pair_raw, run) in zip(labels, pairs):
         table.add(f"(a) raw SQL: BEGIN; INSERT; COMMIT; NOTIFY (psycopg2){pair}", pair_raw.rate, 1.0,
                   pair_raw.cpu_per_commit, _or_na(pair_raw.postgres_per_commit), f"{pair_raw.committed} commits")
         table.add(f"(c) delivered to all {pollers} parked pollers, hold-back on (default){pair}", run.rate,
@@ -360,10 +362,10 @@ def measure(*, quick: bool = True, durable: bool = True) -> Section:
                    "and CPU during (c)",
                    ["hold-back", "p50 ms", "p90 ms", "p99 ms", "max ms", "server CPU s", "client CPU s",
                     "writers CPU s", "PostgreSQL CPU s", "CPU used / available"])
-    for run in [run for _, run in pairs] + [without_holdback]:
+    for label, run in [*zip([f"on{label}" for label in labels], [run for _, run in pairs]), ("off", without_holdback)]:
         ms = [d * 1000 for d in run.delays]
         used = run.server_cpu + run.client_cpu + run.writes.writer_cpu + (run.postgres_cpu or 0.0)
-        delays.add("on" if run.mode == "default" else "off", percentile(ms, 50), percentile(ms, 90),
+        delays.add(label, percentile(ms, 50), percentile(ms, 90),
                    percentile(ms, 99), max(ms, default=0.0), run.server_cpu, run.client_cpu,
                    run.writes.writer_cpu, _or_na(run.postgres_cpu),
                    f"{used:.1f} / {(os.cpu_count() or 1) * run.seconds:.1f} s")

@@ -128,7 +128,7 @@ class Entries(Sequence[bytes]):
 
     __slots__ = ("_items", "_start", "_stop", "_parts")
 
-    def __init__(self, items: Optional[list[bytes]] = None, parts: Optional[list] = None,
+    def __init__(self, items: Optional[list[bytes]] = None, parts: Optional[list[bytes | memoryview]] = None,
                  start: int = 0, stop: Optional[int] = None) -> None:
         items = [] if items is None else items
         self._items = items
@@ -160,13 +160,13 @@ class Entries(Sequence[bytes]):
     def _list(self) -> list[bytes]:
         return self._items[self._start:self._stop]
 
-    def json_parts(self) -> list:
+    def json_parts(self) -> list[bytes | memoryview]:
         if self._parts is None:
             self._parts = [_array(self._list())]
         return self._parts
 
 
-def array_parts(entries: Sequence[bytes]) -> list:
+def array_parts(entries: Sequence[bytes]) -> list[bytes | memoryview]:
     """A poll answer's JSON array of encoded entries, as buffers (bytes or
     memoryviews of shared blocks) to be written one after the other."""
     if isinstance(entries, Entries):

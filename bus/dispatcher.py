@@ -6,6 +6,8 @@ advances the no-gap watermark, keeps the final rows in a small in-memory
 window, and wakes only the waiters of the channels those rows are on. Woken
 pollers answer from memory, so the number of queries per notification does
 not grow with the number of pollers (Odoo 15 runs one query per woken poller).
+While commits flood in, it stops listening and reads on a short timer
+instead (see BUSY_NOTIFIES).
 
 The same code runs as a daemon thread or, once gevent has monkey-patched the
 process, as a greenlet: it only uses ``threading``, ``select`` and ``os``,
@@ -42,12 +44,15 @@ GAP_RECHECK = 0.02
 GAP_RECHECK_MAX = 0.5
 RECONNECT_FIRST = 0.1
 RECONNECT_MAX = 2.0
-#: A shared read that finds this many rows means commits come faster than
-#: notifications are worth handling (PostgreSQL wakes the listening backend
-#: for every one, and it forwards each): the dispatcher then stops listening
-#: and reads every BUSY_READ_INTERVAL seconds, until a read finds fewer than
-#: BUSY_ROWS // 4 rows, when it listens again.
-BUSY_ROWS = 16
+#: A shared read answering this many notifications means commits come
+#: faster than notifications are worth handling (PostgreSQL wakes the
+#: listening backend for every one, and it forwards each): the dispatcher
+#: then stops listening and reads every BUSY_READ_INTERVAL seconds, until a
+#: read finds fewer than QUIET_ROWS new rows (final or held back behind a
+#: gap), when it listens again. Counted in notifications, not rows: one post
+#: of many rows is one commit.
+BUSY_NOTIFIES = 16
+QUIET_ROWS = 4
 BUSY_READ_INTERVAL = 0.005
 #: Parked polls time out on a shared clock ticking this often (a poll's
 #: answer may come up to two ticks after its timeout), not on one timer each.
@@ -117,7 +122,7 @@ class Dispatcher:
         self._pipe_closed = False
         self.reads = 0  # shared reads done, for tests and benchmarks
         #: False while commits come so fast that the dispatcher reads on a
-        #: timer instead of listening (see BUSY_ROWS).
+        #: timer instead of listening (see BUSY_NOTIFIES).
         self.listening = True
         self.connected = threading.Event()
 
@@ -185,10 +190,11 @@ class Dispatcher:
         if not self._ready.wait(5.0):
             raise DatabaseUnavailable("the bus is not connected to the database yet")
         channels = frozenset(channels)
-        if self.shared_reads and 0 < last < self.position:
-            # Behind the process's position, a poll may have news already:
-            # then it answers without joining an audience, which costs three
-            # lock round trips, and under load most polls are such polls.
+        if self.shared_reads and 0 < last < self.position and last >= self.window.floor and not self._stopping:
+            # Behind the process's position, within the window, a poll may
+            # have news already: then it answers from memory without joining
+            # an audience, which costs three lock round trips, and under load
+            # most polls are such polls.
             entries = self._collect(channels, last, self._audiences.get(channels))
             if entries:
                 return entries
@@ -225,16 +231,16 @@ class Dispatcher:
         if last < self.gc_floor:
             prefix.append(encode_entry(self.gc_floor, encode_message(OUTDATED_TYPE, {})))
             last = self.gc_floor
-        if not self.shared_reads:
-            return prefix + [encode_entry(i, m) for i, m in self._fetch(channels, last)]
-        position = self.position
-        # Final rows never change, so an answer for (last, position) is the
-        # same for every poll of the audience.
-        answer = audience.answer if audience is not None else None
-        if not prefix and answer is not None and answer[0] == last and answer[1] == position:
-            return answer[2]
-        entries = self.window.answer(channels, last, position)
-        if entries is None:  # rows after ``last`` may have left the window
+        entries = None
+        if self.shared_reads:
+            position = self.position
+            # Final rows never change, so an answer for (last, position) is
+            # the same for every poll of the audience.
+            answer = audience.answer if audience is not None else None
+            if not prefix and answer is not None and answer[0] == last and answer[1] == position:
+                return answer[2]
+            entries = self.window.answer(channels, last, position)
+        if entries is None:  # Odoo's way, or rows after ``last`` may have left the window
             return prefix + [encode_entry(i, m) for i, m in self._fetch(channels, last)]
         if prefix:
             return prefix + list(entries)
@@ -406,6 +412,7 @@ class Dispatcher:
                     if conn.fileno() in readable:
                         conn.poll()
                 refresh = self.watermark.blocked or bool(conn.notifies) or not self.listening
+            announced = len(conn.notifies)
             channels: list[str] = []
             if conn.notifies and not self.shared_reads:
                 for notification in conn.notifies:
@@ -416,16 +423,16 @@ class Dispatcher:
                 rows = self._refresh(cr, channels)
                 held_at_same_gap = self.watermark.blocked and self.watermark.position == was_blocked_at
                 recheck = min(recheck * 2, GAP_RECHECK_MAX) if held_at_same_gap else GAP_RECHECK
-                if self.shared_reads:
-                    self._pace(cr, rows)
+                if self.shared_reads:  # Odoo's way needs every notification's channels
+                    self._pace(cr, announced, rows)
 
-    def _pace(self, cr: psycopg2.extensions.cursor, rows: int) -> None:
+    def _pace(self, cr: psycopg2.extensions.cursor, announced: int, rows: int) -> None:
         """Listen while commits are few; read on a short timer while they
         come faster than one read's worth at a time."""
-        if self.listening and rows >= BUSY_ROWS:
+        if self.listening and announced >= BUSY_NOTIFIES:
             cr.execute("UNLISTEN " + NOTIFY_CHANNEL)
             self.listening = False
-        elif not self.listening and rows < BUSY_ROWS // 4:
+        elif not self.listening and rows < QUIET_ROWS:
             cr.execute("LISTEN " + NOTIFY_CHANNEL)
             self.listening = True
             # What was committed since that read announced nothing here.
@@ -434,7 +441,7 @@ class Dispatcher:
     def _refresh(self, cr: psycopg2.extensions.cursor, channels: Sequence[str] = (), *,
                  everything: bool = False) -> int:
         """One shared read for the whole process, then wake whom it concerns;
-        returns how many new final rows it found."""
+        returns how many rows past the position it found, final or not."""
         if not self.shared_reads:
             # Odoo 15's way: wake the named channels (or all, after an outage)
             # and let every poller query the database for itself.
@@ -448,10 +455,10 @@ class Dispatcher:
         while True:
             result = models.read_after(cr, self.watermark.position, READ_BATCH)
             self.reads += 1
+            found += len(result.rows)
             self.gc_floor = max(self.gc_floor, result.gc_floor)
             final = self.watermark.advance(result.rows, result.running, result.xmax,
                                            lambda: models.draw_transaction_id(cr))
-            found += len(final)
             if final:
                 self._remember(final)
                 touched.update(channel for _, channel, _ in final)

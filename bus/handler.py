@@ -11,7 +11,8 @@ Use it as ``WSGIServer(..., handler_class=bus.handler.Handler)``
   answer. And a large poll answer is made of slices of the dispatcher's
   shared blocks (``bus.window``), which then reach the kernel without being
   copied into one string first. It says so to the application with
-  ``environ[bus.jsonrpc.GATHERED_WRITE]``;
+  ``environ[bus.jsonrpc.GATHERED_WRITE]``. Not over TLS: an SSL socket has
+  no ``sendmsg``, and there pywsgi writes as it always does;
 * formats the Date header once a second, not once an answer;
 * formats no access-log line for a server that has no access log.
 """
@@ -21,6 +22,7 @@ import time
 from typing import BinaryIO
 
 from gevent.pywsgi import WSGIHandler, format_date_time
+from gevent.ssl import SSLSocket
 
 from .jsonrpc import GATHERED_WRITE
 from .request_head import RequestHead, read_head
@@ -43,8 +45,12 @@ class Handler(WSGIHandler):
 
     def get_environ(self) -> dict:
         environ = super().get_environ()
-        environ[GATHERED_WRITE] = True
+        if self._gathers():
+            environ[GATHERED_WRITE] = True
         return environ
+
+    def _gathers(self) -> bool:
+        return not isinstance(self.socket, SSLSocket)
 
     def finalize_headers(self) -> None:
         if self.provided_date is None:
@@ -54,7 +60,8 @@ class Handler(WSGIHandler):
 
     def process_result(self) -> None:
         chunks = self.result
-        if not isinstance(chunks, list) or self.headers_sent or not self.status or self.code in (204, 304):
+        if (not isinstance(chunks, list) or self.headers_sent or not self.status or self.code in (204, 304)
+                or not self._gathers()):
             super().process_result()
             return
         self.headers_sent = True
@@ -65,7 +72,7 @@ class Handler(WSGIHandler):
         head.append(b"\r\n")
         self._send_gathered([b"".join(head), *chunks])
 
-    def _send_gathered(self, buffers: list) -> None:
+    def _send_gathered(self, buffers: list[bytes | memoryview]) -> None:
         """Send every buffer, in order, as few system calls as the socket allows."""
         try:
             while buffers:

@@ -79,7 +79,9 @@ class InternalError(RPCError):
 #: A WSGI environ key a server sets to True when it writes a list body with
 #: one gathered system call (``sendmsg``) and takes any bytes-like chunks,
 #: memoryviews included (``bus.handler.Handler`` does). Other servers get
-#: an answer as one ``bytes`` object, as PEP 3333 asks.
+#: an answer as one ``bytes`` object, as PEP 3333 asks. A middleware that
+#: reads or rewrites bodies (compression, a linter) must remove the key from
+#: the environ it passes on.
 GATHERED_WRITE = "imbus.gathered_write"
 
 
@@ -92,11 +94,11 @@ class RawJSON:
 
     __slots__ = ("parts",)
 
-    def __init__(self, parts: list) -> None:
+    def __init__(self, parts: list[bytes | memoryview]) -> None:
         self.parts = parts
 
 
-def _one_body(environ: dict, chunks: list) -> list:
+def _one_body(environ: dict, chunks: list[bytes | memoryview]) -> list[bytes | memoryview]:
     """The body as the server can take it: the chunks as they are for a
     server that gathers its writes, else one bytes object (one system call
     instead of one per chunk, and no memoryview where bytes are due)."""

@@ -54,6 +54,8 @@ class ChannelLog:
         self.blocks = blocks
 
     def extend(self, ids: list[int], entries: list[bytes], block_max: int) -> None:
+        """Append one read's rows of this channel: a new block, merged into
+        the one before it while that one is less than twice its size."""
         starts, blocks = self.blocks
         offset = starts[-1] + len(blocks[-1]) if blocks else self.base
         block = b",".join([*entries, b""])
@@ -81,7 +83,7 @@ class ChannelLog:
         first = self.ends[start - 1] if start else self.base
         stop = self.ends[end - 1] - 1  # the last entry's comma is left out
         starts, blocks = self.blocks
-        parts: list = [b"["]
+        parts: list[bytes | memoryview] = [b"["]
         for index in range(bisect.bisect_right(starts, first) - 1, len(blocks)):
             offset = starts[index]
             if offset >= stop:

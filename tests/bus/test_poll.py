@@ -294,68 +294,108 @@ def test_a_wake_up_does_not_reset_the_timeouts_of_an_audience(app, http):
 
 
 class PacingDispatcher(Dispatcher):
-    """Records whether it listens after each shared read."""
+    """Reads slowly, so notifications pile up as under a real flood, and
+    records whether it listens after each read. Just before it goes back
+    to listening it commits one more row: announced to nobody, since the
+    dispatcher is not listening yet, so only its read after LISTEN finds it."""
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.modes = []
+        self.slow = True
+        self.sneaked = None
 
-    def _pace(self, cr, rows):
-        super()._pace(cr, rows)
+    def _refresh(self, cr, *args, **kwargs):
+        if self.slow:
+            time.sleep(0.03)
+        return super()._refresh(cr, *args, **kwargs)
+
+    def _pace(self, cr, announced, rows):
+        if not self.listening and rows < 4 and self.sneaked is None:
+            with self.database.transaction() as tx:
+                sendone(tx, "flood", "test", {"n": "between the last timed read and LISTEN"})
+            self.sneaked = True
+        super()._pace(cr, announced, rows)
         self.modes.append(self.listening)
 
 
 def test_under_a_flood_of_commits_reads_on_a_timer_and_then_listens_again(app):
-    """When commits come faster than reads (a read finds BUSY_ROWS or more),
-    the dispatcher stops listening and reads on a short timer, so PostgreSQL
-    no longer wakes its backend for every commit. Every row still reaches a
-    poller exactly once and in order, rows committed while it switched back
-    included, and once the flood is over it listens again: a lone post is
-    answered at once."""
+    """When a read answers many notifications at once, the dispatcher stops
+    listening and reads on a short timer, so PostgreSQL no longer wakes its
+    backend for every commit. Every row still reaches a poller exactly once
+    and in order, one committed while it switched back included, and once
+    the flood is over it listens again."""
     app.dispatcher.stop()
-    dispatcher = PacingDispatcher(app.database)
+    dispatcher = PacingDispatcher(app.database, gc_interval=600)  # no safety-net read in the test
     channels = {f'["{app.database.dbname}","flood"]'}
     post(app, "flood", {"n": "start"})
     start = ids_of(app)[-1]
     received = []
-    done = threading.Event()
-
-    def follow():
-        last = start
-        while not done.is_set() or last < ids_of(app)[-1]:
-            answer = dispatcher.poll(channels, last, timeout=0.5)
-            received.extend(json.loads(entry)["id"] for entry in answer)
-            if answer:
-                last = received[-1]
 
     def write(writer):
-        for n in range(40):
-            with app.database.transaction() as tx:
-                # Batches of 20 rows: every read finds at least BUSY_ROWS.
-                sendmany(tx, [("flood", "test", {"writer": writer, "n": n, "i": i}) for i in range(20 if n % 2 else 1)])
+        for n in range(60):
+            post(app, "flood", {"writer": writer, "n": n})
 
     try:
         dispatcher.start()
-        follower = threading.Thread(target=follow)
-        follower.start()
+        dispatcher.poll(channels, start, timeout=0, peek=True)  # connected and listening
         writers = [threading.Thread(target=write, args=(w,)) for w in range(4)]
         for thread in writers:
             thread.start()
         for thread in writers:
             thread.join(60)
-        done.set()
-        follower.join(30)
+        dispatcher.slow = False
+        wait_for(lambda: dispatcher.sneaked, 10, "the dispatcher going back to listening")
+        last = start
+        while len(received) < len(ids_of(app)) - 1:
+            answer = dispatcher.poll(channels, last, timeout=2)
+            assert answer, f"rows missing after {last}: {len(received)} of {len(ids_of(app)) - 1}"
+            received.extend(json.loads(entry)["id"] for entry in answer)
+            last = received[-1]
         assert received == [i for i in ids_of(app) if i > start], "a row was lost, repeated or reordered"
         assert False in dispatcher.modes, "the dispatcher never read on a timer"
-        wait_for(lambda: dispatcher.listening, 5, "the dispatcher listening again")
-        waiting = threading.Thread(target=lambda: received.extend(
-            json.loads(entry)["id"] for entry in dispatcher.poll(channels, received[-1], timeout=5)))
-        waiting.start()
-        wait_for(lambda: dispatcher.waiter_count == 1, 5, "the poll parking")
-        started = time.monotonic()
-        post(app, "flood", {"n": "lone"})
-        waiting.join(5)
-        assert received[-1] == ids_of(app)[-1]
-        assert time.monotonic() - started < 1
+        assert dispatcher.listening
+    finally:
+        dispatcher.stop()
+
+
+class CountingDispatcher(Dispatcher):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.joins = self.fetches = 0
+
+    def _join(self, channels):
+        self.joins += 1
+        return super()._join(channels)
+
+    def _fetch(self, channels, last):
+        self.fetches += 1
+        return super()._fetch(channels, last)
+
+
+def test_a_poll_with_news_in_memory_answers_without_parking(app):
+    """Under load most polls come back behind the position with news
+    waiting: they answer from the window without joining an audience. One
+    further behind than the window reads the database once."""
+    app.dispatcher.stop()
+    dispatcher = CountingDispatcher(app.database, cache_size=3)
+    channels = {f'["{app.database.dbname}","news"]'}
+    try:
+        dispatcher.start()
+        for n in range(8):
+            post(app, "news", {"n": n})
+        ids = ids_of(app)
+        wait_for(lambda: dispatcher.position == ids[-1], 5, "the dispatcher reading the rows")
+        assert dispatcher.window.floor > ids[0]
+        joins = dispatcher.joins
+        answer = dispatcher.poll(channels, ids[-2], timeout=5)
+        assert [json.loads(entry)["id"] for entry in answer] == ids[-1:]
+        assert (dispatcher.joins, dispatcher.fetches) == (joins, 0)
+        answer = dispatcher.poll(channels, ids[0], timeout=5)  # behind the window
+        assert [json.loads(entry)["id"] for entry in answer] == ids[1:]
+        assert dispatcher.fetches == 1
+        quiet = {f'["{app.database.dbname}","quiet"]'}
+        assert dispatcher.poll(quiet, ids[0], timeout=0, peek=True) == []
+        assert dispatcher.fetches == 2, "a poll behind the window with no news read the database twice"
     finally:
         dispatcher.stop()

@@ -66,3 +66,19 @@ def test_a_large_answer_is_slices_of_shared_blocks_and_a_small_one_is_one_string
     assert len(parts) < 40, f"{len(parts)} buffers: the blocks were not merged"
     small = window.answer(["a"], rows[-2][0], rows[-1][0])
     assert [type(part) for part in array_parts(small)] == [bytes]
+
+
+def test_an_answer_behaves_as_the_list_of_its_entries():
+    """What an overridden BusApp.poll or a test gets: a read-only sequence."""
+    window = Window(size=1000)
+    rows = fill(window, 5, ["a"], random.Random(11))
+    ids = [i for i, _, _ in rows]
+    answer = window.answer(["a"], ids[1], ids[-1])
+    entries = [json.loads(entry)["id"] for entry in answer]
+    assert entries == ids[2:]
+    assert len(answer) == len(ids) - 2 and answer
+    assert json.loads(answer[0])["id"] == ids[2] and json.loads(answer[-1])["id"] == ids[-1]
+    assert [json.loads(entry)["id"] for entry in answer[1:3]] == ids[3:5]
+    assert answer == list(answer) and list(answer) == answer[:]
+    assert not window.answer(["a"], ids[-1], ids[-1])
+    assert window.answer(["a"], ids[-1], ids[-1]) == []

@@ -102,7 +102,7 @@ def _one_body(environ: dict, chunks: list[bytes | memoryview]) -> list[bytes | m
     """The body as the server can take it: the chunks as they are for a
     server that gathers its writes, else one bytes object (one system call
     instead of one per chunk, and no memoryview where bytes are due)."""
-    if len(chunks) == 1 and type(chunks[0]) is bytes or environ.get(GATHERED_WRITE):
+    if environ.get(GATHERED_WRITE) or (len(chunks) == 1 and type(chunks[0]) is bytes):
         return chunks
     return [b"".join(chunks)]
 
@@ -140,7 +140,7 @@ class JSONAnswer:
 
     __slots__ = ("chunks", "status")
 
-    def __init__(self, chunks: list, status: int = 200) -> None:
+    def __init__(self, chunks: list[bytes | memoryview], status: int = 200) -> None:
         self.chunks = chunks
         self.status = status
 

@@ -4,7 +4,8 @@ Use it as ``WSGIServer(..., handler_class=bus.handler.Handler)``
 (``python -m bus serve`` does). Next to pywsgi's own handler it:
 
 * parses request heads with :func:`bus.request_head.read_head` instead of
-  the email package (a re-poll pays 5 us instead of 30-80 us);
+  the email package (a re-poll pays 5 us instead of 30-80 us), and refuses
+  an HTTP/1.1 request without Host;
 * writes a list body and the response head with one gathered system call
   (``sendmsg``), taking memoryviews as they are. pywsgi sends the head, then
   each chunk, with a ``sendall`` each: two system calls for the smallest
@@ -41,7 +42,7 @@ class Handler(WSGIHandler):
     access-log line built for a server that has no access log."""
 
     def MessageClass(self, stream: BinaryIO, *args: object) -> RequestHead:  # noqa: N802 - pywsgi's name
-        return read_head(stream)
+        return read_head(stream, host_required=self.request_version == "HTTP/1.1")
 
     def get_environ(self) -> dict:
         environ = super().get_environ()

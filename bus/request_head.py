@@ -4,10 +4,14 @@ gevent's ``WSGIHandler`` reads the header lines of every request with the
 standard library's ``http.client.parse_headers``, which runs them through
 ``email.feedparser``: about 30 us for the three headers of a poll and 80 us
 for a browser's ten, paid again by every re-poll (a fan-out to 10,000 polls
-is followed by 10,000 re-polls). :func:`read_head` reads them with the same
-limits (65,536 bytes a line, 100 lines) into a small mapping that answers
-what pywsgi asks of its headers object, in a few microseconds
-(``bus.handler.Handler`` plugs it in).
+is followed by 10,000 re-polls). :func:`read_head` reads them into a small
+mapping that answers what pywsgi asks of its headers object, in a few
+microseconds (``bus.handler.Handler`` plugs it in).
+
+The standard library's limits (65,536 bytes a line, 100 lines) let one head
+take 6.5 MB of memory; here the whole head is held to 64 KiB (by default
+nginx allows 32 KiB, Node.js 16 KiB), still within 100 lines, and refused
+with 431 past that.
 
 It is stricter than the email parser where RFC 9112 asks a server to be,
 and where a lenient reading would let a request be framed differently by a
@@ -19,20 +23,28 @@ proxy in front and by this server (request smuggling). Answered with 400:
 * an obsolete folded continuation line (RFC 9112 5.2 allows refusing it);
 * a head cut off by the end of the stream;
 * a Transfer-Encoding other than one plain ``chunked``, or next to a
-  Content-Length, and Content-Length fields that disagree.
+  Content-Length, a Content-Length that is not plain digits (``+5``,
+  ``1_23`` and ``5\\xa0`` are numbers to Python's ``int``), and
+  Content-Length fields that disagree;
+* more than one Host field, or none where the caller says one is required
+  (an HTTP/1.1 request: RFC 9112 3.2).
 """
 from __future__ import annotations
 
 import re
 from typing import BinaryIO, Iterator, Optional
 
-#: The limits ``http.client`` applies, which pywsgi relied on until now.
-MAX_LINE = 65536
+#: Bytes the header lines of one request may take, line ends included.
+MAX_HEAD = 65536
+#: Header lines one request may have, as ``http.client`` allows.
 MAX_HEADERS = 100
+#: The status of a head refused for its size.
+TOO_LARGE = 431
 
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 #: Visible characters, space and tab; latin-1 bytes from 0x80 (obs-text).
 _VALUE = re.compile("[\t\x20-\x7e\x80-\xff]*")
+_DIGITS = re.compile("[0-9]+")
 
 
 class RequestHead:
@@ -40,13 +52,15 @@ class RequestHead:
     name (the first field of a name wins, as with the email parser).
 
     ``status`` is empty for a well-formed head; otherwise it says what was
-    wrong, and pywsgi answers 400.
+    wrong, and ``code`` is the HTTP status to refuse it with (pywsgi's own
+    handler answers 400 whatever the code).
     """
 
-    __slots__ = ("status", "_fields", "_first")
+    __slots__ = ("status", "code", "_fields", "_first")
 
-    def __init__(self, fields: list[tuple[str, str]], status: str = "") -> None:
+    def __init__(self, fields: list[tuple[str, str]], status: str = "", code: int = 400) -> None:
         self.status = status
+        self.code = code
         self._fields = fields
         self._first = {name.lower(): value for name, value in reversed(fields)}
 
@@ -70,15 +84,17 @@ class RequestHead:
         return self._first.get("content-type")
 
 
-def read_head(stream: BinaryIO) -> RequestHead:
+def read_head(stream: BinaryIO, host_required: bool = False) -> RequestHead:
     """Read header lines up to the empty line that ends them."""
     fields: list[tuple[str, str]] = []
+    left = MAX_HEAD
     for _ in range(MAX_HEADERS + 1):
-        line = stream.readline(MAX_LINE + 1)
-        if len(line) > MAX_LINE:
-            return RequestHead([], "Line too long")
+        line = stream.readline(left + 1)
+        if len(line) > left:
+            return RequestHead([], f"Request head over {MAX_HEAD} bytes", TOO_LARGE)
+        left -= len(line)
         if line in (b"\r\n", b"\n"):
-            return RequestHead(fields, _framing_error(fields))
+            return RequestHead(fields, _framing_error(fields, host_required))
         if not line.endswith(b"\n"):
             return RequestHead([], "Request head cut off")
         text = line[:-2 if line.endswith(b"\r\n") else -1].decode("latin-1")
@@ -88,13 +104,23 @@ def read_head(stream: BinaryIO) -> RequestHead:
         if not colon or not _TOKEN.fullmatch(name) or not _VALUE.fullmatch(value):
             return RequestHead([], "Invalid header line")
         fields.append((name, value.strip(" \t")))
-    return RequestHead([], f"More than {MAX_HEADERS} headers")
+    return RequestHead([], f"More than {MAX_HEADERS} headers", TOO_LARGE)
 
 
-def _framing_error(fields: list[tuple[str, str]]) -> str:
-    """Why the body's length is ambiguous, or "" when it is not."""
-    encodings = [value for name, value in fields if name.lower() == "transfer-encoding"]
-    lengths = {value for name, value in fields if name.lower() == "content-length"}
+def _framing_error(fields: list[tuple[str, str]], host_required: bool) -> str:
+    """Why the body's length or the request's host is ambiguous, or "" when
+    neither is."""
+    encodings, lengths, hosts = [], set(), 0
+    for name, value in fields:
+        name = name.lower()
+        if name == "content-length":
+            lengths.add(value)
+        elif name == "transfer-encoding":
+            encodings.append(value)
+        elif name == "host":
+            hosts += 1
+    if hosts != 1 and (hosts or host_required):
+        return "More than one Host" if hosts else "No Host"
     if encodings:
         if len(encodings) > 1 or encodings[0].lower() != "chunked":
             return "Unsupported Transfer-Encoding"
@@ -102,4 +128,6 @@ def _framing_error(fields: list[tuple[str, str]]) -> str:
             return "Both Transfer-Encoding and Content-Length"
     if len(lengths) > 1:
         return "Conflicting Content-Length"
+    if lengths and not _DIGITS.fullmatch(next(iter(lengths))):
+        return "Invalid Content-Length"
     return ""

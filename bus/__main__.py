@@ -16,6 +16,7 @@ import argparse  # noqa: E402
 import logging  # noqa: E402
 
 from .config import DEFAULT_TIMEOUT, database_url_from_env  # noqa: E402
+from .deadlines import Timeouts  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -30,9 +31,26 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--server", choices=["gevent", "threaded"], default="gevent")
     serve.add_argument("--odoo-mode", action="store_true",
                        help="behave like Odoo 15 (no gap hold-back, one query per woken poller); for comparisons")
+    add_timeout_arguments(serve)
     schema_cmd = commands.add_parser("schema", help="create the bus tables and exit")
     schema_cmd.add_argument("--db-url", default=None, help="default: $DATABASE_URL")
     return parser
+
+
+def add_timeout_arguments(parser: argparse.ArgumentParser) -> None:
+    """The deadlines of a client (bus.deadlines), as options of a command."""
+    defaults = Timeouts()
+    group = parser.add_argument_group("client deadlines, in seconds (gevent server only)")
+    group.add_argument("--idle-timeout", type=float, default=defaults.idle,
+                       help=f"for the next request on a kept-alive connection (default {defaults.idle:g})")
+    group.add_argument("--head-timeout", type=float, default=defaults.head,
+                       help=f"for a request's whole head (default {defaults.head:g})")
+    group.add_argument("--body-timeout", type=float, default=defaults.body,
+                       help=f"for a request's whole body (default {defaults.body:g})")
+
+
+def timeouts_from(args: argparse.Namespace) -> Timeouts:
+    return Timeouts(idle=args.idle_timeout, head=args.head_timeout, body=args.body_timeout)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -43,6 +61,10 @@ def main(argv: list[str] | None = None) -> None:
     db_url = args.db_url if args.db_url is not None else database_url_from_env()
     if db_url is None:
         parser.error("no database: pass --db-url or set DATABASE_URL")
+    try:
+        timeouts = timeouts_from(args) if args.command == "serve" else Timeouts()
+    except ValueError as exc:
+        parser.error(str(exc))
     if args.command == "schema":
         from . import schema
         from .database import Database
@@ -59,11 +81,13 @@ def main(argv: list[str] | None = None) -> None:
     if args.odoo_mode:
         options.update(hold_back_gaps=False, shared_reads=False)
     app = create_app(db_url, **options)
-    serve_fn = serve_gevent if args.server == "gevent" else serve_threaded
     try:
         # On SIGTERM the parked polls answer at once, before the server waits
         # for the answers in flight; the pool is closed only after that.
-        serve_fn(app, args.host, args.port, on_shutdown=app.dispatcher.stop)
+        if args.server == "gevent":
+            serve_gevent(app, args.host, args.port, on_shutdown=app.dispatcher.stop, timeouts=timeouts)
+        else:
+            serve_threaded(app, args.host, args.port, on_shutdown=app.dispatcher.stop)
     except KeyboardInterrupt:
         pass
     finally:

@@ -1,11 +1,15 @@
 """gevent pywsgi's request handler, fitted to long-polling.
 
 Use it as ``WSGIServer(..., handler_class=bus.handler.Handler)``
-(``python -m bus serve`` does). Next to pywsgi's own handler it:
+(``python -m bus serve`` does), or ``Handler.with_timeouts(Timeouts(...))``
+for other deadlines than the defaults. Next to pywsgi's own handler it:
 
 * parses request heads with :func:`bus.request_head.read_head` instead of
   the email package (a re-poll pays 5 us instead of 30-80 us), and refuses
   an HTTP/1.1 request without Host;
+* holds clients to deadlines (:mod:`bus.deadlines`) for the next request on
+  an idle connection, for a request's head and for its body, and none while
+  the application has the request: a parked poll is never cut off;
 * writes a list body and the response head with one gathered system call
   (``sendmsg``), taking memoryviews as they are. pywsgi sends the head, then
   each chunk, with a ``sendall`` each: two system calls for the smallest
@@ -19,12 +23,17 @@ Use it as ``WSGIServer(..., handler_class=bus.handler.Handler)``
 """
 from __future__ import annotations
 
+import logging
+import math
 import time
-from typing import BinaryIO
+from socket import SHUT_RD
+from typing import BinaryIO, ClassVar, Optional
 
-from gevent.pywsgi import WSGIHandler, format_date_time
+from gevent.pywsgi import MAX_REQUEST_LINE, WSGIHandler, format_date_time
+from gevent.socket import socket as GeventSocket
 from gevent.ssl import SSLSocket
 
+from .deadlines import Clock, Timeouts, clock_of
 from .jsonrpc import GATHERED_WRITE
 from .request_head import RequestHead, read_head
 
@@ -33,16 +42,102 @@ try:  # what pywsgi writes its access log to when it has none
 except ImportError:  # a later gevent: keep its own behaviour
     _NoopLog = None
 
+_logger = logging.getLogger(__name__)
+
 #: Buffers one ``sendmsg`` may take (Linux's IOV_MAX).
 MAX_BUFFERS = 1024
 
+# A connection's phases, as the log names them.
+IDLE = "next request"
+HEAD = "request head"
+BODY = "request body"
+
 
 class Handler(WSGIHandler):
-    """pywsgi's handler with :func:`read_head`, gathered writes, and no
-    access-log line built for a server that has no access log."""
+    """pywsgi's handler with :func:`read_head`, deadlines, gathered writes,
+    and no access-log line built for a server that has no access log."""
+
+    #: The deadlines of every connection this class handles.
+    timeouts: ClassVar[Timeouts] = Timeouts()
+    #: When the current phase's time is up (``time.monotonic()``).
+    deadline = math.inf
+    _phase = IDLE
+    _expired = False
+    _clock: Clock
+
+    @classmethod
+    def with_timeouts(cls, timeouts: Timeouts) -> type["Handler"]:
+        """This handler with other deadlines, for ``handler_class``."""
+        return type(cls.__name__, (cls,), {"timeouts": timeouts, "__module__": cls.__module__})
 
     def MessageClass(self, stream: BinaryIO, *args: object) -> RequestHead:  # noqa: N802 - pywsgi's name
-        return read_head(stream, host_required=self.request_version == "HTTP/1.1")
+        head = read_head(stream, host_required=self.request_version == "HTTP/1.1")
+        self._phase = BODY
+        self.deadline = time.monotonic() + self.timeouts.body
+        return head
+
+    # -- phases and deadlines -------------------------------------------------
+
+    def handle(self) -> None:
+        self._clock = clock_of(self.server, self.timeouts)
+        self._clock.watch(self)
+        try:
+            super().handle()
+        finally:
+            self._clock.forget(self)
+
+    def read_requestline(self) -> str:
+        # pywsgi's own, between two deadlines: the idle one until the
+        # request's first byte is in (or the connection ended), then the
+        # head's. Written out, not wrapped: every request pays each call.
+        rfile, timeouts = self.rfile, self.timeouts
+        self._phase = IDLE
+        self.deadline = time.monotonic() + timeouts.idle
+        rfile.peek(1)
+        self._phase = HEAD
+        self.deadline = time.monotonic() + timeouts.head
+        return rfile.readline(MAX_REQUEST_LINE).decode("latin-1")
+
+    def expire(self) -> None:
+        """The phase's time is up; called by the clock."""
+        self.deadline = math.inf
+        if self._phase is BODY and self._body_read():
+            return  # the application has the whole request: it may work or park as long as it needs
+        self._expired = True
+        if self._phase in (HEAD, BODY):
+            allowed = self.timeouts.head if self._phase is HEAD else self.timeouts.body
+            _logger.info("%s: no complete %s within %g s, closing", self._peer(), self._phase, allowed)
+        sock = getattr(self, "socket", None)
+        if sock is None:
+            return
+        try:
+            # Only the reading half: the read waiting on it ends, and an
+            # answer can still go out. gevent's plain socket method, since an
+            # SSL socket's own drops its TLS state, and the answer would go
+            # out in clear.
+            GeventSocket.shutdown(sock, SHUT_RD)
+        except OSError:
+            pass
+
+    def _body_read(self) -> bool:
+        """Whether the request's body has been read to its end."""
+        body = self.wsgi_input
+        if body is None:
+            return True
+        if body.chunked_input:
+            return body.chunk_length == 0
+        return body.position >= (body.content_length or 0)
+
+    # -- client errors -------------------------------------------------------
+
+    def _handle_client_error(self, ex: BaseException) -> Optional[tuple[str, bytes]]:
+        if self._expired:
+            return None  # the clock cut the head short, and said why
+        return super()._handle_client_error(ex)
+
+    def _peer(self) -> str:
+        address = self.client_address
+        return "%s:%s" % address[:2] if isinstance(address, tuple) else str(address or "-")
 
     def get_environ(self) -> dict:
         environ = super().get_environ()

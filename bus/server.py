@@ -19,6 +19,8 @@ import threading
 import time
 from typing import Callable, Iterable, Iterator, Optional
 
+from .deadlines import Timeouts
+
 _logger = logging.getLogger(__name__)
 
 #: Seconds a shutdown waits for the answers in flight before it drops them.
@@ -30,8 +32,9 @@ _IDLE_CHECK = 0.02
 
 
 def serve_gevent(app: Callable, host: str, port: int, *, on_shutdown: Optional[Callable[[], None]] = None,
-                 grace: float = GRACE) -> None:
-    """Serve with gevent's pywsgi; the process must be monkey-patched first."""
+                 grace: float = GRACE, timeouts: Timeouts = Timeouts()) -> None:
+    """Serve with gevent's pywsgi; the process must be monkey-patched first.
+    ``timeouts`` are the deadlines of a client (:mod:`bus.deadlines`)."""
     import gevent
     from gevent.pool import Pool
     from gevent.pywsgi import WSGIServer
@@ -48,7 +51,8 @@ def serve_gevent(app: Callable, host: str, port: int, *, on_shutdown: Optional[C
     tracked = _InFlight(app)
     # A pool rather than bare greenlets, so that stopping can end the
     # connections still open once the answers in flight are out.
-    server = WSGIServer(listener, tracked, spawn=Pool(), log=None, error_log=_logger, handler_class=Handler)
+    server = WSGIServer(listener, tracked, spawn=Pool(), log=None, error_log=_logger,
+                        handler_class=Handler.with_timeouts(timeouts))
 
     def shut_down() -> None:
         _logger.info("SIGTERM: shutting down")

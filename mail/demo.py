@@ -21,6 +21,10 @@ if __name__ == "__main__" and "threaded" not in sys.argv:
 import argparse  # noqa: E402
 import logging  # noqa: E402
 from pathlib import Path  # noqa: E402
+from typing import TYPE_CHECKING  # noqa: E402
+
+if TYPE_CHECKING:
+    from bus.deadlines import Timeouts
 
 DEFAULT_PORT = 8069
 DEFAULT_PG_PORT = 54329
@@ -40,7 +44,22 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--server", choices=["gevent", "threaded"], default="gevent")
     parser.add_argument("--pg-port", type=int, default=DEFAULT_PG_PORT,
                         help=f"port of the private PostgreSQL when no database is given (default {DEFAULT_PG_PORT})")
+    deadlines = parser.add_argument_group("client deadlines, in seconds (gevent server only)")
+    for phase, default, what in (("idle", 5, "the next request on a kept-alive connection"),
+                                 ("head", 10, "a request's whole head"), ("body", 30, "a request's whole body")):
+        deadlines.add_argument(f"--{phase}-timeout", type=float, default=None, help=f"for {what} (default {default})")
     return parser.parse_args(argv)
+
+
+def _timeouts(args: argparse.Namespace) -> "Timeouts":
+    """The deadlines given on the command line, bus.deadlines's defaults for the others."""
+    from bus.deadlines import Timeouts
+
+    given = {"idle": args.idle_timeout, "head": args.head_timeout, "body": args.body_timeout}
+    try:
+        return Timeouts(**{phase: seconds for phase, seconds in given.items() if seconds is not None})
+    except ValueError as exc:
+        sys.exit(f"python -m mail.demo: error: {exc}")
 
 
 def _ensure_database(server_url: str, name: str) -> None:
@@ -68,6 +87,7 @@ def main(argv: list[str] | None = None) -> None:
         if not monkey.is_module_patched("socket"):
             monkey.patch_all()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    timeouts = _timeouts(args)
 
     from bus.config import database_url_from_env
     from bus.embedded_postgres import EmbeddedPostgres
@@ -91,8 +111,10 @@ def main(argv: list[str] | None = None) -> None:
         install_demo_data(app.database)
         accounts = ", ".join(f"{login}/{password}" for login, password, _ in DEMO_USERS[:2])
         _logger.info("open http://%s:%d and log in as %s", args.host, args.port, accounts)
-        serve = serve_gevent if args.server == "gevent" else serve_threaded
-        serve(app, args.host, args.port, on_shutdown=app.dispatcher.stop)
+        if args.server == "gevent":
+            serve_gevent(app, args.host, args.port, on_shutdown=app.dispatcher.stop, timeouts=timeouts)
+        else:
+            serve_threaded(app, args.host, args.port, on_shutdown=app.dispatcher.stop)
     except KeyboardInterrupt:
         _logger.info("stopping")
     finally:

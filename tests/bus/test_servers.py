@@ -3,19 +3,21 @@ of its own as deployed: gevent's pywsgi and Werkzeug's threaded server
 through ``python -m bus serve``, and gunicorn's gevent worker. Also two
 server processes on one database, which must hear each other's
 notifications through PostgreSQL."""
+import contextlib
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import pytest
 import requests
 
 from bus import Database, sendmany, sendone
-from tests.support import ParkedPoll, listener_pids, poll, wait_for
+from tests.support import ParkedPoll, create_database, drop_database, listener_pids, poll, wait_for
 
 VENV_BIN = Path(sys.executable).parent
 REPO = Path(__file__).resolve().parents[2]
@@ -27,29 +29,31 @@ def free_port():
         return sock.getsockname()[1]
 
 
-def command(kind, database_url, port):
+def command(kind, database_url, port, args=()):
     if kind == "gunicorn":
         # gunicorn waits up to --graceful-timeout for requests in flight on
         # SIGTERM, and a parked poll is one: keep that short.
         return [str(VENV_BIN / "gunicorn"), "-k", "gevent", "-w", "1", "-b", f"127.0.0.1:{port}",
                 "--graceful-timeout", "2", "bus.app:create_app()"]
     return [sys.executable, "-m", "bus", "serve", "--db-url", database_url, "--port", str(port),
-            "--server", kind, "--poll-timeout", "20"]
+            "--server", kind, "--poll-timeout", "20", *args]
 
 
 class ServerProcess:
     """One server process on a free port, started and stopped the way a
-    process manager does (health check, then SIGTERM)."""
+    process manager does (health check, then SIGTERM). ``args`` are more
+    options for ``python -m bus serve``; ``preexec_fn`` runs in the child
+    before it starts (to lower its limits, say)."""
 
-    def __init__(self, kind, database_url, log_dir):
+    def __init__(self, kind, database_url, log_dir, args=(), preexec_fn=None):
         self.kind = kind
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_dir / f"{kind}-{self.port}.log"
         env = {**os.environ, "DATABASE_URL": database_url}
         with open(self.log_path, "wb") as log:
-            self.process = subprocess.Popen(command(kind, database_url, self.port), cwd=REPO, env=env,
-                                            stdout=log, stderr=subprocess.STDOUT)
+            self.process = subprocess.Popen(command(kind, database_url, self.port, args), cwd=REPO, env=env,
+                                            stdout=log, stderr=subprocess.STDOUT, preexec_fn=preexec_fn)
         self._wait_healthy(30)
 
     def log(self):
@@ -83,6 +87,23 @@ class ServerProcess:
         if self.process.poll() is None:
             self.process.kill()
             self.process.wait()
+
+
+@contextlib.contextmanager
+def server_of_its_own(server_url, log_dir, kind="gevent", args=(), preexec_fn=None):
+    """A server process on a database of its own, for a module's tests to
+    share (the ``database_url`` fixture is one test's)."""
+    name = f"imbus_test_{uuid.uuid4().hex[:12]}"
+    database_url = create_database(server_url, name)
+    server = None
+    try:
+        server = ServerProcess(kind, database_url, log_dir, args, preexec_fn)
+        server.database_url = database_url
+        yield server
+    finally:
+        if server is not None:
+            server.kill()
+        drop_database(server_url, name)
 
 
 @pytest.fixture

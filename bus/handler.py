@@ -5,11 +5,22 @@ Use it as ``WSGIServer(..., handler_class=bus.handler.Handler)``
 for other deadlines than the defaults. Next to pywsgi's own handler it:
 
 * parses request heads with :func:`bus.request_head.read_head` instead of
-  the email package (a re-poll pays 5 us instead of 30-80 us), and refuses
-  an HTTP/1.1 request without Host;
+  the email package (a re-poll pays 5 us instead of 30-80 us), refuses an
+  HTTP/1.1 request without Host, and closes the connection after an
+  HTTP/1.0 request that names a Transfer-Encoding, whose framing RFC 9112
+  6.1 calls faulty;
 * holds clients to deadlines (:mod:`bus.deadlines`) for the next request on
   an idle connection, for a request's head and for its body, and none while
   the application has the request: a parked poll is never cut off;
+* closes the connection of a request whose body was not read to its end,
+  where pywsgi would go on to the next request. After an answer that says
+  ``Connection: close`` (a 413, say) pywsgi first reads the rest of the
+  body, which never ends for a client that declared 10 MB and sends
+  nothing; and a chunked body whose framing broke under the application
+  leaves the stream at an unknown place, from which the next request would
+  be read out of the body's rest (request smuggling). A closing connection
+  first drains what its client still sends, for a moment, so that the client
+  reads the answer rather than a reset;
 * writes a list body and the response head with one gathered system call
   (``sendmsg``), taking memoryviews as they are. pywsgi sends the head, then
   each chunk, with a ``sendall`` each: two system calls for the smallest
@@ -26,7 +37,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from socket import SHUT_RD
+from socket import SHUT_RD, SHUT_WR
 from typing import BinaryIO, ClassVar, Optional
 
 from gevent.pywsgi import MAX_REQUEST_LINE, WSGIHandler, format_date_time
@@ -46,16 +57,21 @@ _logger = logging.getLogger(__name__)
 
 #: Buffers one ``sendmsg`` may take (Linux's IOV_MAX).
 MAX_BUFFERS = 1024
+#: Seconds a closing connection goes on reading what its client still sends
+#: (nginx's lingering_timeout).
+LINGER = 5.0
 
 # A connection's phases, as the log names them.
 IDLE = "next request"
 HEAD = "request head"
 BODY = "request body"
+CLOSING = "closing"
 
 
 class Handler(WSGIHandler):
-    """pywsgi's handler with :func:`read_head`, deadlines, gathered writes,
-    and no access-log line built for a server that has no access log."""
+    """pywsgi's handler with :func:`read_head`, deadlines, connections closed
+    after a body left unread, gathered writes, and no access-log line built
+    for a server that has no access log."""
 
     #: The deadlines of every connection this class handles.
     timeouts: ClassVar[Timeouts] = Timeouts()
@@ -71,7 +87,12 @@ class Handler(WSGIHandler):
         return type(cls.__name__, (cls,), {"timeouts": timeouts, "__module__": cls.__module__})
 
     def MessageClass(self, stream: BinaryIO, *args: object) -> RequestHead:  # noqa: N802 - pywsgi's name
-        head = read_head(stream, host_required=self.request_version == "HTTP/1.1")
+        version = self.request_version
+        head = read_head(stream, host_required=version == "HTTP/1.1")
+        if version == "HTTP/1.0" and head.get("transfer-encoding") is not None:
+            # Faulty framing (RFC 9112 6.1): answer, then close. Without a
+            # Connection: keep-alive pywsgi closes after an HTTP/1.0 request.
+            del head["connection"]
         self._phase = BODY
         self.deadline = time.monotonic() + self.timeouts.body
         return head
@@ -127,6 +148,57 @@ class Handler(WSGIHandler):
         if body.chunked_input:
             return body.chunk_length == 0
         return body.position >= (body.content_length or 0)
+
+    # -- closing after a body left unread ------------------------------------
+
+    def run_application(self) -> None:
+        closing = False
+        try:
+            super().run_application()
+        except OSError:
+            # The connection broke under the answer, or the body's framing
+            # did and the application let the error through.
+            self.close_connection = True
+            raise
+        finally:
+            body = self.wsgi_input
+            if body.chunked_input or body.position < (body.content_length or 0):
+                closing = self._close_over_unread_body()
+        if closing:
+            self._linger()  # the answer is out
+
+    def _close_over_unread_body(self) -> bool:
+        """Whether to close, rather than go on to the next request, after a
+        body not read to its end: when the answer closes the connection
+        anyway (a 413, say: pywsgi would first read the rest of a body that
+        a client declaring 10 MB may never send), or when it is chunked: its
+        framing may have broken under the application, and pywsgi's input
+        then leaves the stream where the next request would be read from the
+        body's rest. A Content-Length body pywsgi reads to its end, within
+        the body's deadline, and the connection goes on."""
+        body = self.wsgi_input
+        if self._body_read() or not (self.close_connection or body.chunked_input):
+            return False
+        self.close_connection = True
+        # pywsgi reads what is left of a body before the next request; a
+        # closing connection has none: the input is told it is read.
+        body.chunked_input = False
+        body.content_length = body.position
+        return True
+
+    def _linger(self) -> None:
+        """Stop writing, then read and drop what the client still sends, for
+        at most :data:`LINGER` seconds. A client still sending the body that
+        was refused reads the answer only once it has sent it all, and a
+        close with its data unread resets the connection, answer and all."""
+        self._phase = CLOSING
+        self.deadline = time.monotonic() + LINGER
+        try:
+            self.socket.shutdown(SHUT_WR)
+            while self.socket.recv(65536):
+                pass
+        except OSError:
+            pass
 
     # -- client errors -------------------------------------------------------
 

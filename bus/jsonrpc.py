@@ -13,7 +13,7 @@ from functools import lru_cache
 from typing import Any, Callable, Iterable, Optional
 
 from werkzeug.datastructures import Headers
-from werkzeug.exceptions import RequestEntityTooLarge
+from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge
 from werkzeug.http import HTTP_STATUS_CODES
 from werkzeug.wrappers import Request, Response
 
@@ -28,6 +28,10 @@ class RPCError(Exception):
     code = -32000
     http_status = 200
     name = "server_error"
+    #: The answer says ``Connection: close``: the request's body is left
+    #: unread, or cannot be read to its end, and the next request on the
+    #: connection could not be told apart from its rest.
+    close_connection = False
 
     def __init__(self, message: str, data: Optional[dict] = None) -> None:
         super().__init__(message)
@@ -41,6 +45,13 @@ class ParseError(RPCError):
 
 class InvalidRequest(RPCError):
     code, http_status, name = -32600, 400, "invalid_request"
+
+
+class UnreadableBody(InvalidRequest):
+    """The body could not be read to its end: malformed chunks, or a client
+    that stopped sending it."""
+
+    close_connection = True
 
 
 class InvalidParams(RPCError):
@@ -66,6 +77,7 @@ class NotFound(RPCError):
 
 class PayloadTooLarge(RPCError):
     code, http_status, name = 413, 413, "payload_too_large"
+    close_connection = True
 
 
 class ServiceUnavailable(RPCError):
@@ -155,6 +167,16 @@ class JSONAnswer:
         return _one_body(environ, self.chunks)
 
 
+class _ClosingAnswer(JSONAnswer):
+    """An answer after which the server closes the connection, as gevent's
+    pywsgi and werkzeug's server do when the answer says so."""
+
+    __slots__ = ()
+
+    def _headers(self) -> list[tuple[str, str]]:
+        return [*super()._headers(), ("Connection", "close")]
+
+
 @lru_cache(maxsize=None)
 def _status_line(status: int) -> str:
     """``404 NOT FOUND``, spelled as werkzeug spells it."""
@@ -176,7 +198,8 @@ def result_response(request_id: Any, result: Any) -> JSONAnswer:
 def error_response(request_id: Any, error: RPCError) -> JSONAnswer:
     payload = {"code": error.code, "message": error.message, "data": {"name": error.name, **(error.data or {})}}
     body = {"jsonrpc": "2.0", "id": request_id, "error": payload}
-    return JSONAnswer([_encode(body).encode()], error.http_status)
+    answer = _ClosingAnswer if error.close_connection else JSONAnswer
+    return answer([_encode(body).encode()], error.http_status)
 
 
 def read_envelope(request: Request, max_body: int) -> dict:
@@ -208,9 +231,9 @@ def _read_body(request: Request, max_body: int) -> bytes:
         try:
             raw = environ["wsgi.input"].read(declared) if declared else b""
         except OSError:  # how gevent's input reports a body cut short
-            raw = b""
+            raise UnreadableBody("the request body could not be read to its end") from None
         if len(raw) < declared:
-            raise InvalidRequest("the request body ended before its Content-Length")
+            raise UnreadableBody("the request body ended before its Content-Length")
         return raw
     # One byte of slack: Werkzeug's limited stream silently truncates a
     # chunked body at the limit, and the length check below must see it.
@@ -219,6 +242,8 @@ def _read_body(request: Request, max_body: int) -> bytes:
         raw = request.get_data(cache=False)
     except RequestEntityTooLarge:
         raise _too_large(max_body) from None
+    except ClientDisconnected:  # werkzeug's name for any error of the stream
+        raise UnreadableBody("the request body could not be read to its end") from None
     if len(raw) > max_body:
         raise _too_large(max_body)
     return raw

@@ -5,10 +5,10 @@ Use it as ``WSGIServer(..., handler_class=bus.handler.Handler)``
 for other deadlines than the defaults. Next to pywsgi's own handler it:
 
 * parses request heads with :func:`bus.request_head.read_head` instead of
-  the email package (a re-poll pays 5 us instead of 30-80 us), refuses an
-  HTTP/1.1 request without Host, and closes the connection after an
-  HTTP/1.0 request that names a Transfer-Encoding, whose framing RFC 9112
-  6.1 calls faulty;
+  the email package (a re-poll pays 5 us instead of 30-80 us), refuses a
+  head over 64 KiB with 431 and an HTTP/1.1 request without Host with 400,
+  and closes the connection after an HTTP/1.0 request that names a
+  Transfer-Encoding, whose framing RFC 9112 6.1 calls faulty;
 * holds clients to deadlines (:mod:`bus.deadlines`) for the next request on
   an idle connection, for a request's head and for its body, and none while
   the application has the request: a parked poll is never cut off;
@@ -21,6 +21,9 @@ for other deadlines than the defaults. Next to pywsgi's own handler it:
   be read out of the body's rest (request smuggling). A closing connection
   first drains what its client still sends, for a moment, so that the client
   reads the answer rather than a reset;
+* logs a client's fault (a malformed request, a reset or a deadline missed
+  in the middle of a request) as one INFO line, where pywsgi logs an ERROR
+  with the socket's repr or a traceback;
 * writes a list body and the response head with one gathered system call
   (``sendmsg``), taking memoryviews as they are. pywsgi sends the head, then
   each chunk, with a ``sendall`` each: two system calls for the smallest
@@ -52,6 +55,10 @@ try:  # what pywsgi writes its access log to when it has none
     from gevent.pywsgi import _NoopLog
 except ImportError:  # a later gevent: keep its own behaviour
     _NoopLog = None
+try:  # what pywsgi's input raises for a malformed chunked body
+    from gevent.pywsgi import _InvalidClientInput
+except ImportError:  # a later gevent: its errors are then taken for resets
+    _InvalidClientInput = ValueError
 
 _logger = logging.getLogger(__name__)
 
@@ -66,6 +73,9 @@ IDLE = "next request"
 HEAD = "request head"
 BODY = "request body"
 CLOSING = "closing"
+
+_REFUSALS = {code: b"HTTP/1.1 %d %s\r\nConnection: close\r\nContent-Length: 0\r\n\r\n" % (code, reason)
+             for code, reason in ((400, b"Bad Request"), (431, b"Request Header Fields Too Large"))}
 
 
 class Handler(WSGIHandler):
@@ -104,6 +114,10 @@ class Handler(WSGIHandler):
         self._clock.watch(self)
         try:
             super().handle()
+        except OSError as exc:
+            # pywsgi writes its refusal of a malformed request outside any
+            # error handling: a client already gone makes that write fail.
+            _logger.debug("%s left before its refusal: %s", self._peer(), exc)
         finally:
             self._clock.forget(self)
 
@@ -204,7 +218,16 @@ class Handler(WSGIHandler):
 
     def _handle_client_error(self, ex: BaseException) -> Optional[tuple[str, bytes]]:
         if self._expired:
-            return None  # the clock cut the head short, and said why
+            return None  # the clock said why
+        if isinstance(ex, (ValueError, _InvalidClientInput)):
+            head = self.headers
+            refused = isinstance(head, RequestHead) and head.status
+            _logger.info("%s: bad request: %s", self._peer(), head.status if refused else ex)
+            code = head.code if refused else 400
+            return str(code), _REFUSALS[code]
+        if isinstance(ex, OSError):
+            _logger.info("%s: connection lost during the %s: %s", self._peer(), self._phase, ex)
+            return None
         return super()._handle_client_error(ex)
 
     def _peer(self) -> str:

@@ -230,8 +230,8 @@ def _read_body(request: Request, max_body: int) -> bytes:
     if plain:
         try:
             raw = environ["wsgi.input"].read(declared) if declared else b""
-        except OSError:  # how gevent's input reports a body cut short
-            raise UnreadableBody("the request body could not be read to its end") from None
+        except OSError as exc:  # how gevent's input reports a body cut short
+            raise _unreadable(request, exc) from None
         if len(raw) < declared:
             raise UnreadableBody("the request body ended before its Content-Length")
         return raw
@@ -242,11 +242,18 @@ def _read_body(request: Request, max_body: int) -> bytes:
         raw = request.get_data(cache=False)
     except RequestEntityTooLarge:
         raise _too_large(max_body) from None
-    except ClientDisconnected:  # werkzeug's name for any error of the stream
-        raise UnreadableBody("the request body could not be read to its end") from None
+    except ClientDisconnected as exc:  # werkzeug's name for any error of the stream
+        raise _unreadable(request, exc.__context__ or exc) from None
     if len(raw) > max_body:
         raise _too_large(max_body)
     return raw
+
+
+def _unreadable(request: Request, error: BaseException) -> UnreadableBody:
+    """The error for a body the server's stream failed to read, logged as
+    the one line a client's fault is worth."""
+    _logger.info("request body of %s from %s unreadable: %s", request.path, request.remote_addr, error)
+    return UnreadableBody("the request body could not be read to its end")
 
 
 def _too_large(max_body: int) -> PayloadTooLarge:

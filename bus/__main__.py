@@ -31,13 +31,13 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--server", choices=["gevent", "threaded"], default="gevent")
     serve.add_argument("--odoo-mode", action="store_true",
                        help="behave like Odoo 15 (no gap hold-back, one query per woken poller); for comparisons")
-    add_timeout_arguments(serve)
+    _add_deadline_options(serve)
     schema_cmd = commands.add_parser("schema", help="create the bus tables and exit")
     schema_cmd.add_argument("--db-url", default=None, help="default: $DATABASE_URL")
     return parser
 
 
-def add_timeout_arguments(parser: argparse.ArgumentParser) -> None:
+def _add_deadline_options(parser: argparse.ArgumentParser) -> None:
     """The deadlines of a client (bus.deadlines), as options of a command."""
     defaults = Timeouts()
     group = parser.add_argument_group("client deadlines, in seconds (gevent server only)")
@@ -49,7 +49,8 @@ def add_timeout_arguments(parser: argparse.ArgumentParser) -> None:
                        help=f"for a request's whole body (default {defaults.body:g})")
 
 
-def timeouts_from(args: argparse.Namespace) -> Timeouts:
+def _timeouts(args: argparse.Namespace) -> Timeouts:
+    """The deadlines the command line gives; ValueError for one that is not positive."""
     return Timeouts(idle=args.idle_timeout, head=args.head_timeout, body=args.body_timeout)
 
 
@@ -62,7 +63,7 @@ def main(argv: list[str] | None = None) -> None:
     if db_url is None:
         parser.error("no database: pass --db-url or set DATABASE_URL")
     try:
-        timeouts = timeouts_from(args) if args.command == "serve" else Timeouts()
+        timeouts = _timeouts(args) if args.command == "serve" else Timeouts()
     except ValueError as exc:
         parser.error(str(exc))
     if args.command == "schema":

@@ -58,7 +58,9 @@ class Connection:
     def close(self) -> None:
         self.sock.close()
 
-    def _fill(self) -> bool:
+    def receive(self) -> bool:
+        """Read what the server sent into :attr:`buffer`; False at the end
+        of the connection."""
         try:
             data = self.sock.recv(65536)
         except ConnectionResetError:
@@ -70,14 +72,14 @@ class Connection:
     def read_answer(self) -> Optional[Answer]:
         """The next answer, or None if the connection ends first."""
         while b"\r\n\r\n" not in self.buffer:
-            if not self._fill():
+            if not self.receive():
                 return None
         head, self.buffer = self.buffer.split(b"\r\n\r\n", 1)
         status_line, *lines = head.decode("latin-1").split("\r\n")
         fields = {name.strip().lower(): value.strip() for name, _, value in (line.partition(":") for line in lines)}
         length = int(fields.get("content-length", 0))
         while len(self.buffer) < length:
-            if not self._fill():
+            if not self.receive():
                 break
         body, self.buffer = self.buffer[:length], self.buffer[length:]
         return Answer(int(status_line.split()[1]), fields, body)
@@ -89,7 +91,7 @@ class Connection:
             return False
         if not select.select([self.sock], [], [], 0)[0]:
             return False
-        return not self._fill()
+        return not self.receive()
 
     def wait_ended(self, timeout: float) -> Optional[float]:
         """``time.monotonic()`` when the server ended the connection, or None
@@ -99,6 +101,6 @@ class Connection:
         while (left := deadline - time.monotonic()) > 0:
             if not select.select([self.sock], [], [], left)[0]:
                 return None
-            if not self._fill():
+            if not self.receive():
                 return time.monotonic()
         return None

@@ -79,7 +79,7 @@ def trickle(connections, data, interval, timeout):
             pause = time.monotonic() + interval
             while (left := pause - time.monotonic()) > 0:
                 for key, _ in selector.select(left):
-                    if not key.data._fill():
+                    if not key.data.receive():
                         ended[key.data] = time.monotonic()
                         selector.unregister(key.fileobj)
             if all(ended.values()) or time.monotonic() > deadline:

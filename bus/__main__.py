@@ -1,30 +1,29 @@
-"""``python -m bus serve`` runs the bus alone; ``python -m bus schema`` creates its tables.
+"""``python -m bus serve`` (or ``imbus-bus serve``) runs the bus alone;
+``python -m bus schema`` creates its tables.
 
-The gevent server needs the process monkey-patched before anything else is
-imported, so the server kind is read from argv first.
+The gevent server needs the process monkey-patched before psycopg2,
+threading and the pool are loaded. This module and the ``bus`` package
+import none of them, so :func:`main` patches first, whether it runs as
+``python -m bus`` or from the console script, and imports the application
+only then.
 """
 from __future__ import annotations
 
+import argparse
 import sys
 
-if __name__ == "__main__" and "serve" in sys.argv and "threaded" not in sys.argv:
-    from gevent import monkey
-
-    monkey.patch_all()
-
-import argparse  # noqa: E402
-import logging  # noqa: E402
-
-from .config import DEFAULT_TIMEOUT, database_url_from_env  # noqa: E402
+DEFAULT_PORT = 8072
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The command line; deployment files are checked against it by the tests."""
+    from .config import DEFAULT_TIMEOUT
+
     parser = argparse.ArgumentParser(prog="python -m bus", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     serve = commands.add_parser("serve", help="serve /longpolling/* over HTTP")
     serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8072)
+    serve.add_argument("--port", type=int, default=DEFAULT_PORT)
     serve.add_argument("--db-url", default=None, help="default: $DATABASE_URL")
     serve.add_argument("--poll-timeout", type=float, default=DEFAULT_TIMEOUT)
     serve.add_argument("--server", choices=["gevent", "threaded"], default="gevent")
@@ -38,20 +37,37 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> None:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.command == "serve" and args.server == "gevent":
+        from .gevent_patch import patch_process
 
+        patch_process()
+
+    import logging
+
+    from .config import database_url_from_env
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     db_url = args.db_url if args.db_url is not None else database_url_from_env()
     if db_url is None:
         parser.error("no database: pass --db-url or set DATABASE_URL")
     if args.command == "schema":
-        from . import schema
-        from .database import Database
+        _install_schema(db_url)
+    else:
+        _serve(args, db_url)
 
-        database = Database(db_url)
+
+def _install_schema(db_url: str) -> None:
+    from . import schema
+    from .database import Database
+
+    database = Database(db_url)
+    try:
         schema.install(database)
+    finally:
         database.close()
-        return
 
+
+def _serve(args: argparse.Namespace, db_url: str) -> None:
     from .app import create_app
     from .server import serve_gevent, serve_threaded
 
@@ -61,14 +77,13 @@ def main(argv: list[str] | None = None) -> None:
     app = create_app(db_url, **options)
     serve_fn = serve_gevent if args.server == "gevent" else serve_threaded
     try:
-        # On SIGTERM the parked polls answer at once, before the server waits
-        # for the answers in flight; the pool is closed only after that.
-        serve_fn(app, args.host, args.port, on_shutdown=app.dispatcher.stop)
-    except KeyboardInterrupt:
-        pass
+        # On SIGTERM the parked polls answer at once and new requests are
+        # refused, then the server waits for the answers in flight; the pool
+        # is closed only after that.
+        serve_fn(app, args.host, args.port, on_shutdown=app.drain)
     finally:
         app.close()
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])

@@ -23,7 +23,7 @@ from .channels import BROADCAST, Target, channel_with_db, cut_after_types, type_
 from .config import Settings, require_database_url
 from .database import Database
 from .dispatcher import Dispatcher
-from .jsonrpc import serve_call
+from .jsonrpc import ServiceUnavailable, error_response, serve_call
 
 #: A route's view: a request in, a WSGI application (the answer) out.
 View = Callable[[Request], Callable[[dict, Callable], Iterable[bytes]]]
@@ -56,6 +56,8 @@ class BusApp:
         self.url_map = Map()
         self._views: dict[str, View] = {}
         self._fixed: dict[tuple[str, str], View] = {}
+        #: Set by :meth:`drain`: the process is shutting down.
+        self.closing = False
         controllers.register(self)
 
     def install_schema(self) -> None:
@@ -120,6 +122,8 @@ class BusApp:
     # -- WSGI ----------------------------------------------------------------
 
     def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
+        if self.closing:
+            return _refuse_while_closing(environ, start_response)
         # Not stored back into the environ: that makes a reference cycle per
         # request, left for the cyclic collector, whose full passes over
         # thousands of parked polls stall the whole process for 100-300 ms.
@@ -132,12 +136,37 @@ class BusApp:
             response = view(request)
         except HTTPException as exc:
             response = exc.get_response(environ)
+        if self.closing:
+            # A parked poll released by drain(): its client must not send
+            # the next poll down a connection that is about to close.
+            start_response = _closing_connection(start_response)
         return response(environ, start_response)
 
-    def close(self) -> None:
-        """Release parked polls, stop the dispatcher and close connections."""
+    def drain(self) -> None:
+        """Begin a shutdown: parked polls answer now (with what they have,
+        usually nothing), and every request from here on is refused with a
+        JSON-RPC 503 and ``Connection: close``, so that a client re-polling
+        on a kept-alive connection learns to retry elsewhere instead of
+        meeting a half-closed server. Requests in flight finish normally;
+        the server then waits for their answers before it closes."""
+        self.closing = True
         self.dispatcher.stop()
+
+    def close(self) -> None:
+        """Drain, stop the dispatcher and close the pool's connections."""
+        self.drain()
         self.database.close()
+
+
+def _closing_connection(start_response: Callable) -> Callable:
+    def start(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+        return start_response(status, [*headers, ("Connection", "close")], exc_info)
+    return start
+
+
+def _refuse_while_closing(environ: dict, start_response: Callable) -> Iterable[bytes]:
+    answer = error_response(None, ServiceUnavailable("the server is shutting down; try again shortly"))
+    return answer(environ, _closing_connection(start_response))
 
 
 def create_app(database_url: Optional[str] = None, **options: Any) -> BusApp:

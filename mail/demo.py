@@ -7,20 +7,15 @@ missing.
 
 gevent must patch the process before psycopg2 and the pool are imported, so
 this module imports the application only inside :func:`main`, after
-patching.
+patching, whether it runs as ``python -m mail.demo`` or as the console
+script.
 """
 from __future__ import annotations
 
+import argparse
+import logging
 import sys
-
-if __name__ == "__main__" and "threaded" not in sys.argv:
-    from gevent import monkey
-
-    monkey.patch_all()
-
-import argparse  # noqa: E402
-import logging  # noqa: E402
-from pathlib import Path  # noqa: E402
+from pathlib import Path
 
 DEFAULT_PORT = 8069
 DEFAULT_PG_PORT = 54329
@@ -61,12 +56,9 @@ def _ensure_database(server_url: str, name: str) -> None:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     if args.server == "gevent":
-        # Already done when run as ``python -m mail.demo``; the console script
-        # imports this module normally and gets here first.
-        from gevent import monkey
+        from bus.gevent_patch import patch_process
 
-        if not monkey.is_module_patched("socket"):
-            monkey.patch_all()
+        patch_process()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     from bus.config import database_url_from_env
@@ -92,9 +84,7 @@ def main(argv: list[str] | None = None) -> None:
         accounts = ", ".join(f"{login}/{password}" for login, password, _ in DEMO_USERS[:2])
         _logger.info("open http://%s:%d and log in as %s", args.host, args.port, accounts)
         serve = serve_gevent if args.server == "gevent" else serve_threaded
-        serve(app, args.host, args.port, on_shutdown=app.dispatcher.stop)
-    except KeyboardInterrupt:
-        _logger.info("stopping")
+        serve(app, args.host, args.port, on_shutdown=app.drain)
     finally:
         if app is not None:
             app.close()
@@ -103,4 +93,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])

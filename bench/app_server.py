@@ -7,8 +7,8 @@ Modes: ``default`` (Settings defaults), ``no-holdback`` (shared reads, but
 every visible row taken as final), ``odoo`` (what ``--odoo-mode`` sets: no
 hold-back, one query per woken poller).
 
-Stopped with SIGINT (gevent hands the KeyboardInterrupt to the server loop,
-so the app closes its connections). Usage: python -m bench.app_server --db-url URL --port P [--mode M] [--poll-timeout S]
+Stopped with SIGTERM: parked polls are answered and the app closes its
+connections. Usage: python -m bench.app_server --db-url URL --port P [--mode M] [--poll-timeout S]
 """
 from __future__ import annotations
 
@@ -60,9 +60,7 @@ def main(argv: list[str]) -> None:
     app = create_app(args.db_url, timeout=args.poll_timeout, **MODES[args.mode])
     try:
         add_stats_route(app)
-        serve_gevent(app, "127.0.0.1", args.port)
-    except KeyboardInterrupt:
-        pass
+        serve_gevent(app, "127.0.0.1", args.port, on_shutdown=app.drain)
     finally:
         app.close()
 

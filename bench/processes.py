@@ -12,7 +12,6 @@ import time
 from pathlib import Path
 from typing import Optional
 
-from bus.embedded_postgres import interrupt
 
 REPO = Path(__file__).resolve().parent.parent
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -103,7 +102,16 @@ class ServerProcess:
         return rss_kib(self.pid)
 
     def stop(self, timeout: float = 10.0) -> None:
-        interrupt(self.process, timeout)
+        """SIGTERM, which servers handle even when started with SIGINT
+        ignored (as a background job is); SIGKILL after ``timeout``."""
+        if self.process.poll() is not None:
+            return
+        self.process.terminate()
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
 
     def __enter__(self) -> "ServerProcess":
         return self

@@ -27,6 +27,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--db-url", default=None, help="default: $DATABASE_URL")
     serve.add_argument("--poll-timeout", type=float, default=DEFAULT_TIMEOUT)
     serve.add_argument("--server", choices=["gevent", "threaded"], default="gevent")
+    serve.add_argument("--workers", type=int, default=None,
+                       help="processes serving the port, each with its own dispatcher (default: one per core"
+                            " with gevent, 1 with threaded)")
+    serve.add_argument("--reuse-port", action="store_true",
+                       help="bind with SO_REUSEPORT, so that other processes may serve the same port")
     serve.add_argument("--odoo-mode", action="store_true",
                        help="behave like Odoo 15 (no gap hold-back, one query per woken poller); for comparisons")
     schema_cmd = commands.add_parser("schema", help="create the bus tables and exit")
@@ -35,18 +40,26 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.command == "serve" and args.server == "gevent":
-        from .gevent_patch import patch_process
+    if args.command == "serve":
+        from .workers import run_workers, worker_command, worker_count
 
-        patch_process()
+        try:
+            workers = worker_count(args.workers, args.server)
+        except ValueError as exc:
+            parser.error(str(exc))
+        if workers > 1:
+            _configure_logging()
+            sys.exit(run_workers(worker_command("bus", argv), workers))
+        if args.server == "gevent":
+            from .gevent_patch import patch_process
 
-    import logging
-
+            patch_process()
+    _configure_logging()
     from .config import database_url_from_env
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     db_url = args.db_url if args.db_url is not None else database_url_from_env()
     if db_url is None:
         parser.error("no database: pass --db-url or set DATABASE_URL")
@@ -54,6 +67,12 @@ def main(argv: list[str] | None = None) -> None:
         _install_schema(db_url)
     else:
         _serve(args, db_url)
+
+
+def _configure_logging() -> None:
+    import logging
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
 def _install_schema(db_url: str) -> None:
@@ -75,15 +94,17 @@ def _serve(args: argparse.Namespace, db_url: str) -> None:
     if args.odoo_mode:
         options.update(hold_back_gaps=False, shared_reads=False)
     app = create_app(db_url, **options)
-    serve_fn = serve_gevent if args.server == "gevent" else serve_threaded
     try:
         # On SIGTERM the parked polls answer at once and new requests are
         # refused, then the server waits for the answers in flight; the pool
         # is closed only after that.
-        serve_fn(app, args.host, args.port, on_shutdown=app.drain)
+        if args.server == "gevent":
+            serve_gevent(app, args.host, args.port, on_shutdown=app.drain, reuse_port=args.reuse_port)
+        else:
+            serve_threaded(app, args.host, args.port, on_shutdown=app.drain)
     finally:
         app.close()
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    main()

@@ -186,6 +186,10 @@ class Dispatcher:
         missed. The entries returned may be shared with other polls: do not
         modify them.
         """
+        if self._stopping:
+            # Shutting down: nothing will wake this poll, and a dispatcher
+            # that never started would make it wait for a connection.
+            return []
         self.start()
         if not self._ready.wait(5.0):
             raise DatabaseUnavailable("the bus is not connected to the database yet")

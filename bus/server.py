@@ -33,8 +33,11 @@ _IDLE_CHECK = 0.02
 
 
 def serve_gevent(app: Callable, host: str, port: int, *, on_shutdown: Optional[Callable[[], None]] = None,
-                 grace: float = GRACE) -> None:
-    """Serve with gevent's pywsgi; the process must be monkey-patched first."""
+                 grace: float = GRACE, reuse_port: bool = False) -> None:
+    """Serve with gevent's pywsgi; the process must be monkey-patched first.
+
+    ``reuse_port`` binds with ``SO_REUSEPORT``, so that several processes
+    serve one port (``bus.workers``)."""
     import gevent
     from gevent import monkey
     from gevent.pool import Pool
@@ -47,6 +50,8 @@ def serve_gevent(app: Callable, host: str, port: int, *, on_shutdown: Optional[C
         raise RuntimeError("serve_gevent needs gevent's monkey.patch_all() before anything else is imported")
     listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuse_port:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     # Linux copies TCP_NODELAY to accepted sockets. Without it a small poll
     # answer on a keep-alive connection can wait ~40 ms for Nagle's timer.
     listener.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -70,7 +75,7 @@ def serve_gevent(app: Callable, host: str, port: int, *, on_shutdown: Optional[C
         tracked.wait_idle(grace)
         server.close()
 
-    for signum in _stop_signals():
+    for signum in stop_signals():
         gevent.signal_handler(signum, gevent.spawn, shut_down)
     _logger.info("serving on http://%s:%d (gevent)", host, listener.getsockname()[1])
     # What is left once every answer is out are idle keep-alive connections
@@ -101,7 +106,7 @@ def serve_threaded(app: Callable, host: str, port: int, *, on_shutdown: Optional
     # thread install handlers; a server run from another thread is stopped
     # by whoever started it.
     if threading.current_thread() is threading.main_thread():
-        for signum in _stop_signals():
+        for signum in stop_signals():
             signal.signal(signum, lambda signum, frame: threading.Thread(target=shut_down, daemon=True).start())
     _logger.info("serving on http://%s:%d (threaded)", host, server.server_port)
     try:
@@ -111,7 +116,7 @@ def serve_threaded(app: Callable, host: str, port: int, *, on_shutdown: Optional
         server.server_close()
 
 
-def _stop_signals() -> list[int]:
+def stop_signals() -> list[int]:
     """SIGTERM, and SIGINT unless the process inherited it ignored: a shell
     starts background jobs that way so that Ctrl-C spares them, and such a
     process is stopped with SIGTERM."""

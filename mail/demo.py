@@ -16,6 +16,10 @@ import argparse
 import logging
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from bus.embedded_postgres import EmbeddedPostgres
 
 DEFAULT_PORT = 8069
 DEFAULT_PG_PORT = 54329
@@ -35,7 +39,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--server", choices=["gevent", "threaded"], default="gevent")
     parser.add_argument("--pg-port", type=int, default=DEFAULT_PG_PORT,
                         help=f"port of the private PostgreSQL when no database is given (default {DEFAULT_PG_PORT})")
-    return parser.parse_args(argv)
+    parser.add_argument("--workers", type=int, default=None,
+                        help="processes serving the port (default: one per core with gevent, 1 with threaded)")
+    parser.add_argument("--reuse-port", action="store_true",
+                        help="bind with SO_REUSEPORT, so that other processes may serve the same port")
+    args = parser.parse_args(argv)
+    from bus.workers import worker_count
+
+    try:
+        args.workers = worker_count(args.workers, args.server)
+    except ValueError as exc:
+        parser.error(str(exc))
+    return args
 
 
 def _ensure_database(server_url: str, name: str) -> None:
@@ -54,43 +69,69 @@ def _ensure_database(server_url: str, name: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
-    if args.server == "gevent":
+    if args.workers == 1 and args.server == "gevent":
         from bus.gevent_patch import patch_process
 
         patch_process()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-
     from bus.config import database_url_from_env
+
+    db_url = args.db_url if args.db_url is not None else database_url_from_env()
+    cluster = None
+    if db_url is None:
+        cluster = _start_postgres(args.pg_port)
+        db_url = cluster.url(DEMO_DATABASE)
+    try:
+        if args.workers > 1:
+            # The workers share this process's PostgreSQL, which outlives them.
+            from bus.workers import run_workers, worker_command
+
+            extra = ["--db-url", db_url] if cluster is not None else []
+            status = run_workers(worker_command("mail.demo", argv, *extra), args.workers)
+        else:
+            status = _serve(args, db_url)
+    finally:
+        if cluster is not None:
+            cluster.stop()
+    sys.exit(status)
+
+
+def _start_postgres(port: int) -> "EmbeddedPostgres":
     from bus.embedded_postgres import EmbeddedPostgres
+
+    cluster = EmbeddedPostgres(datadir=PGDATA.resolve(), port=port, durable=True)
+    _logger.info("starting PostgreSQL in %s (port %d)", cluster.datadir, cluster.port)
+    cluster.start()
+    try:
+        _ensure_database(cluster.url(), DEMO_DATABASE)
+    except BaseException:
+        cluster.stop()
+        raise
+    return cluster
+
+
+def _serve(args: argparse.Namespace, db_url: str) -> int:
     from bus.server import serve_gevent, serve_threaded
 
     from .app import create_app
     from .demo_data import DEMO_USERS, install_demo_data
 
-    db_url = args.db_url if args.db_url is not None else database_url_from_env()
-    cluster = None
-    if db_url is None:
-        cluster = EmbeddedPostgres(datadir=PGDATA.resolve(), port=args.pg_port, durable=True)
-        _logger.info("starting PostgreSQL in %s (port %d)", cluster.datadir, cluster.port)
-        cluster.start()
-        _ensure_database(cluster.url(), DEMO_DATABASE)
-        db_url = cluster.url(DEMO_DATABASE)
-    app = None
+    settings = {} if args.poll_timeout is None else {"timeout": args.poll_timeout}
+    app = create_app(db_url, **settings)
     try:
-        settings = {} if args.poll_timeout is None else {"timeout": args.poll_timeout}
-        app = create_app(db_url, **settings)
         install_demo_data(app.database)
         accounts = ", ".join(f"{login}/{password}" for login, password, _ in DEMO_USERS[:2])
         _logger.info("open http://%s:%d and log in as %s", args.host, args.port, accounts)
-        serve = serve_gevent if args.server == "gevent" else serve_threaded
-        serve(app, args.host, args.port, on_shutdown=app.drain)
+        if args.server == "gevent":
+            serve_gevent(app, args.host, args.port, on_shutdown=app.drain, reuse_port=args.reuse_port)
+        else:
+            serve_threaded(app, args.host, args.port, on_shutdown=app.drain)
     finally:
-        if app is not None:
-            app.close()
-        if cluster is not None:
-            cluster.stop()
+        app.close()
+    return 0
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    main()

@@ -34,7 +34,7 @@ def command(kind, database_url, port):
         return [str(VENV_BIN / "gunicorn"), "-k", "bus.gunicorn_worker.GeventWorker", "-w", "1",
                 "-b", f"127.0.0.1:{port}", "--graceful-timeout", "10", "bus.app:create_app()"]
     return [sys.executable, "-m", "bus", "serve", "--db-url", database_url, "--port", str(port),
-            "--server", kind, "--poll-timeout", "20"]
+            "--server", kind, "--poll-timeout", "20", "--workers", "1"]
 
 
 class ServerProcess:

@@ -32,6 +32,9 @@ def build_parser() -> argparse.ArgumentParser:
                             " with gevent, 1 with threaded)")
     serve.add_argument("--reuse-port", action="store_true",
                        help="bind with SO_REUSEPORT, so that other processes may serve the same port")
+    serve.add_argument("--cors-origins", default="*",
+                       help="origins whose pages may poll from another site: * (any, the default, as Odoo), "
+                            "a comma-separated list of exact origins (scheme://host[:port]), or '' for none")
     serve.add_argument("--odoo-mode", action="store_true",
                        help="behave like Odoo 15 (no gap hold-back, one query per woken poller); for comparisons")
     schema_cmd = commands.add_parser("schema", help="create the bus tables and exit")
@@ -90,7 +93,7 @@ def _serve(args: argparse.Namespace, db_url: str) -> None:
     from .app import create_app
     from .server import serve_gevent, serve_threaded
 
-    options = {"timeout": args.poll_timeout}
+    options = {"timeout": args.poll_timeout, "cors_origins": args.cors_origins}
     if args.odoo_mode:
         options.update(hold_back_gaps=False, shared_reads=False)
     app = create_app(db_url, **options)

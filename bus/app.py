@@ -21,6 +21,7 @@ from werkzeug.wrappers import Request, Response
 from . import controllers, schema
 from .channels import BROADCAST, Target, channel_with_db, cut_after_types, type_prefixes
 from .config import Settings, require_database_url
+from .cors import CORSPolicy
 from .database import Database
 from .dispatcher import Dispatcher
 from .jsonrpc import ServiceUnavailable, error_response, serve_call
@@ -41,6 +42,7 @@ class BusApp:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        self.cors = CORSPolicy(settings.cors_origins)
         self.database = Database(settings.database_url, maxconn=settings.pool_size)
         if settings.install_schema:
             self.install_schema()
@@ -66,16 +68,21 @@ class BusApp:
 
     # -- routing --------------------------------------------------------------
 
-    def json_route(self, path: str) -> Callable:
-        """Register ``handler(request, params) -> result`` as a JSON-RPC route."""
+    def json_route(self, path: str, *, cors: bool = False) -> Callable:
+        """Register ``handler(request, params) -> result`` as a JSON-RPC route.
+
+        ``cors=True`` lets pages of the allowed origins (``Settings.cors_origins``)
+        call it from another site, as Odoo's ``cors="*"``; without it the
+        route is same-origin only.
+        """
         def decorator(handler: Callable[[Request, dict], Any]) -> Callable:
             max_body = self.settings.max_body
             if type(self).finish_response is BusApp.finish_response:
                 # Nobody touches the answer: skip building werkzeug's Response.
-                self._add(path, ["POST"], lambda request: serve_call(handler, request, max_body))
+                self._add(path, ["POST"], lambda request: serve_call(handler, request, max_body), cors)
             else:
                 self._add(path, ["POST"], lambda request: self.finish_response(
-                    request, serve_call(handler, request, max_body).response()))
+                    request, serve_call(handler, request, max_body).response()), cors)
             return handler
         return decorator
 
@@ -84,14 +91,18 @@ class BusApp:
         cookies that a handler asked for (mail sets its session cookie here)."""
         return response
 
-    def http_route(self, path: str, methods: Iterable[str] = ("GET",)) -> Callable:
-        """Register ``handler(request) -> Response`` as a plain HTTP route."""
+    def http_route(self, path: str, methods: Iterable[str] = ("GET",), *, cors: bool = False) -> Callable:
+        """Register ``handler(request) -> Response`` as a plain HTTP route
+        (``cors`` as for :meth:`json_route`)."""
         def decorator(handler: Callable[[Request], Response]) -> Callable:
-            self._add(path, list(methods), handler)
+            self._add(path, list(methods), handler, cors)
             return handler
         return decorator
 
-    def _add(self, path: str, methods: list[str], view: View) -> None:
+    def _add(self, path: str, methods: list[str], view: View, cors: bool = False) -> None:
+        if cors:
+            self._add(path, ["OPTIONS"], self.cors.preflight(methods))
+            view = self.cors.route(view, methods)
         endpoint = f"{len(self._views)}:{path}"
         self.url_map.add(Rule(path, endpoint=endpoint, methods=methods))
         self._views[endpoint] = view

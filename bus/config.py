@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Optional
+from typing import Iterable, Optional, Union
 
 DEFAULT_TIMEOUT = 50.0
 DEFAULT_MAX_BODY = 1024 * 1024
@@ -33,6 +33,10 @@ def require_database_url(database_url: Optional[str]) -> str:
 class Settings:
     """Everything a bus application needs to know.
 
+    ``cors_origins`` are the origins whose pages may read the routes that
+    declare CORS (the poll): ``"*"``, any, as Odoo 15's ``cors="*"``; or the
+    exact origins (a string: comma-separated; empty: none). See ``bus.cors``.
+
     ``hold_back_gaps`` and ``shared_reads`` exist to measure what they buy:
     turned off, the bus behaves like Odoo 15 (it may skip a message committed
     out of id order, and every woken poller queries the database).
@@ -47,6 +51,7 @@ class Settings:
     hold_back_gaps: bool = True
     shared_reads: bool = True
     install_schema: bool = True
+    cors_origins: Union[str, Iterable[str]] = "*"
 
     def __post_init__(self) -> None:
         if self.retention is None:

@@ -13,7 +13,8 @@ if TYPE_CHECKING:
 
 
 def register(app: "BusApp") -> None:
-    @app.json_route("/longpolling/poll")
+    # Cross-origin, as Odoo's: a livechat widget on another site polls.
+    @app.json_route("/longpolling/poll", cors=True)
     def poll(request: Request, params: dict) -> Any:
         channels = param(params, "channels", list, [])
         if not all(isinstance(name, str) for name in channels):

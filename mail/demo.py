@@ -37,6 +37,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="PostgreSQL URL (default: $DATABASE_URL, else a private server in ./.imbus/pgdata)")
     parser.add_argument("--poll-timeout", type=float, default=None, help="seconds a poll waits (default 50)")
     parser.add_argument("--server", choices=["gevent", "threaded"], default="gevent")
+    parser.add_argument("--cors-origins", default="*",
+                        help="origins whose pages may poll from another site: * (any, the default, as Odoo), "
+                             "a comma-separated list of exact origins (scheme://host[:port]), or '' for none")
     parser.add_argument("--pg-port", type=int, default=DEFAULT_PG_PORT,
                         help=f"port of the private PostgreSQL when no database is given (default {DEFAULT_PG_PORT})")
     parser.add_argument("--workers", type=int, default=None,
@@ -118,7 +121,9 @@ def _serve(args: argparse.Namespace, db_url: str) -> int:
     from .app import create_app
     from .demo_data import DEMO_USERS, install_demo_data
 
-    settings = {} if args.poll_timeout is None else {"timeout": args.poll_timeout}
+    settings: dict = {"cors_origins": args.cors_origins}
+    if args.poll_timeout is not None:
+        settings["timeout"] = args.poll_timeout
     app = create_app(db_url, **settings)
     try:
         install_demo_data(app.database)

@@ -27,28 +27,28 @@ def free_port():
         return sock.getsockname()[1]
 
 
-def command(kind, database_url, port):
+def command(kind, database_url, port, *extra):
     if kind == "gunicorn":
         # The library's worker drains the app on SIGTERM; gunicorn's own
         # would wait --graceful-timeout for the parked polls, then cut them.
         return [str(VENV_BIN / "gunicorn"), "-k", "bus.gunicorn_worker.GeventWorker", "-w", "1",
                 "-b", f"127.0.0.1:{port}", "--graceful-timeout", "10", "bus.app:create_app()"]
     return [sys.executable, "-m", "bus", "serve", "--db-url", database_url, "--port", str(port),
-            "--server", kind, "--poll-timeout", "20", "--workers", "1"]
+            "--server", kind, "--poll-timeout", "20", "--workers", "1", *extra]
 
 
 class ServerProcess:
     """One server process on a free port, started and stopped the way a
     process manager does (health check, then SIGTERM)."""
 
-    def __init__(self, kind, database_url, log_dir):
+    def __init__(self, kind, database_url, log_dir, *extra):
         self.kind = kind
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_dir / f"{kind}-{self.port}.log"
         env = {**os.environ, "DATABASE_URL": database_url}
         with open(self.log_path, "wb") as log:
-            self.process = subprocess.Popen(command(kind, database_url, self.port), cwd=REPO, env=env,
+            self.process = subprocess.Popen(command(kind, database_url, self.port, *extra), cwd=REPO, env=env,
                                             stdout=log, stderr=subprocess.STDOUT)
         self._wait_healthy(30)
 

@@ -291,12 +291,22 @@ def _children(pid):
 @pytest.mark.slow
 def test_workers_share_the_port_and_a_dead_worker_is_replaced(start, database_url):
     server = start("python -m bus --workers 2")
-    wait_for(lambda: len(_children(server.process.pid)) == 2, 10, "two workers")
-    # Each worker has its own dispatcher, and the kernel spreads the
-    # connections over both: a post reaches the polls parked in each.
+
+    def both_workers_polled():
+        # A dispatcher starts with its process's first poll, and a new
+        # connection lands on either worker once both are listening.
+        for _ in range(10):
+            requests.post(server.url + "/longpolling/poll", json={
+                "jsonrpc": "2.0", "method": "call", "id": 1,
+                "params": {"channels": [], "last": 0, "options": {"peek": True}}}, timeout=5)
+        return len(listener_pids(database_url)) == 2
+
+    wait_for(both_workers_polled, 30, "both workers listening")
+    # The kernel spreads the connections over both workers, and each has its
+    # own dispatcher: a post reaches the polls parked in each.
     parked = ParkedPolls(server.url, 20, 0)
     try:
-        wait_for(lambda: len(listener_pids(database_url)) == 2, 10, "both workers listening")
+        time.sleep(0.5)
         broadcast(database_url, "to all")
         assert all(answer is not None and answer[0] == 200 for answer in parked.answers(10))
     finally:
@@ -305,17 +315,7 @@ def test_workers_share_the_port_and_a_dead_worker_is_replaced(start, database_ur
     os.kill(victim, signal.SIGKILL)
     wait_for(lambda: victim not in _children(server.process.pid) and len(_children(server.process.pid)) == 2,
              15, "the dead worker being replaced")
-
-    def peek_polls_reach_both():
-        # A dispatcher starts with its process's first poll; new connections
-        # land on either worker.
-        for _ in range(10):
-            requests.post(server.url + "/longpolling/poll", json={
-                "jsonrpc": "2.0", "method": "call", "id": 1,
-                "params": {"channels": [], "last": 0, "options": {"peek": True}}}, timeout=5)
-        return len(listener_pids(database_url)) == 2
-
-    wait_for(peek_polls_reach_both, 15, "the new worker listening")
+    wait_for(both_workers_polled, 30, "the new worker listening")
     assert requests.get(server.url + "/longpolling/health", timeout=5).status_code == 200
     status, took = server.terminate(15)
     assert status == 0 and took < 5, server.log()

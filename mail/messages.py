@@ -11,11 +11,11 @@ from datetime import datetime
 from typing import Optional
 
 from bus.database import Transaction
-from bus.jsonrpc import InvalidParams
 from bus.models import sendmany
 
 from . import users
 from .channels import Channel, format_datetime
+from .errors import InvalidInput
 from .message_body import DEFAULT_MAX_BODY_BYTES, preview, sanitize_body
 
 NEW_MESSAGE_TYPE = "mail.channel/new_message"
@@ -46,18 +46,18 @@ def message_post(
     """
     clean = sanitize_body(body, max_body_bytes)
     if message_type not in POSTABLE_TYPES:
-        raise InvalidParams(f"message_type must be one of {list(POSTABLE_TYPES)}")
+        raise InvalidInput(f"message_type must be one of {list(POSTABLE_TYPES)}")
     subtype = tx.execute("SELECT id FROM mail_message_subtype WHERE xmlid = %s", (subtype_xmlid,)).fetchone()
     if subtype is None:
-        raise InvalidParams(f"unknown subtype {subtype_xmlid!r}")
+        raise InvalidInput(f"unknown subtype {subtype_xmlid!r}")
     recipients = sorted(set(partner_ids or []))
     unknown = set(recipients) - users.existing_partner_ids(tx, recipients)
     if unknown:
-        raise InvalidParams(f"unknown partners: {sorted(unknown)}")
+        raise InvalidInput(f"unknown partners: {sorted(unknown)}")
     if parent_id is not None and tx.execute(
         "SELECT 1 FROM mail_message WHERE id = %s AND model = 'mail.channel' AND res_id = %s", (parent_id, channel.id)
     ).fetchone() is None:
-        raise InvalidParams("parent_id is not a message of this channel")
+        raise InvalidInput("parent_id is not a message of this channel")
     message_id, date = tx.execute(
         "INSERT INTO mail_message (model, res_id, body, author_id, message_type, subtype_id, partner_ids, parent_id)"
         " VALUES ('mail.channel', %s, %s, %s, %s, %s, %s, %s) RETURNING id, date",

@@ -3,7 +3,8 @@ import pytest
 
 from mail.errors import InvalidInput
 from mail.message_body import sanitize_body
-from tests.mail.support import call, channel_id, error_name, login, query
+from tests.mail.support import call, channel_id, error_name, login, query, refused
+from tests.support import INVALID_PARAMS
 
 
 @pytest.mark.parametrize("body, expected", [
@@ -64,10 +65,9 @@ def test_oversized_and_empty_posts_get_clear_errors(url, admin, database_url):
     general = channel_id(database_url, "general")
     before = query(database_url, "SELECT count(*) FROM mail_message")
     too_big = post(url, admin, general, "x" * (64 * 1024 + 1))
-    assert too_big["status"] == 400 and error_name(too_big) == "invalid_params"
-    assert too_big["error"]["message"] == "the message body is over 65536 bytes"
+    assert refused(too_big, INVALID_PARAMS)["data"]["message"] == "the message body is over 65536 bytes"
     empty = post(url, admin, general, "<script>only</script>")
-    assert empty["status"] == 400 and error_name(empty) == "invalid_params"
+    refused(empty, INVALID_PARAMS)
     assert query(database_url, "SELECT count(*) FROM mail_message") == before
 
 
@@ -76,4 +76,4 @@ def test_the_body_limit_is_configurable(make_mail_app, serve, database_url):
     admin = login(url, "admin")
     general = channel_id(database_url, "general")
     assert "result" in post(url, admin, general, "0123456789")
-    assert error_name(post(url, admin, general, "0123456789a")) == "invalid_params"
+    assert error_name(post(url, admin, general, "0123456789a")) == INVALID_PARAMS

@@ -9,8 +9,8 @@ import psycopg2
 import pytest
 
 from mail import channels, messages
-from tests.mail.support import (bus_notifications, call, channel_id, error_name, ok, partner_id, poll_as,
-                                query)
+from tests.mail.support import bus_notifications, call, channel_id, error_name, ok, partner_id, poll_as, query, refused
+from tests.support import INVALID_PARAMS
 
 DATE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d$")
 
@@ -80,7 +80,7 @@ def test_bad_post_parameters_are_refused_and_write_nothing(url, admin, database_
     assert channel_id(database_url, "general") == 1
     before = query(database_url, "SELECT (SELECT count(*) FROM mail_message), (SELECT count(*) FROM bus_bus)")
     body = call(url, "/mail/message/post", params, admin)
-    assert error_name(body) == "invalid_params" and body["status"] == 400, body
+    refused(body, INVALID_PARAMS)
     after = query(database_url, "SELECT (SELECT count(*) FROM mail_message), (SELECT count(*) FROM bus_bus)")
     assert before == after
 
@@ -213,7 +213,7 @@ def test_history_is_newest_first_and_pages(url, admin, database_url):
     everything = ok(url, "/mail/channel/messages", {"channel_id": general, "limit": 10_000}, admin)
     assert len(everything) == 6 and everything[-1]["author_id"][1] == "Mitchell Admin"
     for bad in [{"channel_id": general, "limit": 0}, {"channel_id": general, "limit": "5"}, {"channel_id": "1"}, {}]:
-        assert error_name(call(url, "/mail/channel/messages", bad, admin)) == "invalid_params"
+        assert error_name(call(url, "/mail/channel/messages", bad, admin)) == INVALID_PARAMS
 
 
 def test_history_limit_is_capped(url, admin, database_url, mail_app):
@@ -265,4 +265,4 @@ def test_typing_is_announced_on_the_channel(url, demo, database_url):
         (("mail.channel", general), "mail.channel.partner/typing_status",
          {"channel_id": general, "is_typing": True, "partner_id": demo_partner, "partner_name": "Marc Demo"})]
     assert error_name(call(url, "/mail/channel/notify_typing", {"channel_id": general, "is_typing": 1}, demo)) \
-        == "invalid_params"
+        == INVALID_PARAMS

@@ -209,6 +209,8 @@ def read_envelope(request: Request, max_body: int) -> dict:
         envelope = json.loads(_read_body(request, max_body))
     except (ValueError, UnicodeDecodeError):
         raise ParseError("the request body is not valid JSON") from None
+    except RecursionError:  # the decoder recurses once per nesting level
+        raise ParseError("the request body is nested too deep") from None
     if not isinstance(envelope, dict):
         raise InvalidRequest("a JSON-RPC request is a JSON object")
     return envelope

@@ -9,7 +9,7 @@ import requests
 
 from bus import sendone
 from bus.app import BusApp
-from bus.config import Settings
+from bus.config import DEFAULT_MAX_CHANNEL_NAME, DEFAULT_MAX_POLL_CHANNELS, Settings
 from tests.support import INVALID_PARAMS, SERVER_ERROR, odoo_error, poll, transport_error
 
 POLL = "/longpolling/poll"
@@ -70,6 +70,15 @@ def test_malformed_json_is_a_parse_error(app, http):
         assert_serving(app, http)
 
 
+def test_a_body_nested_too_deep_is_a_parse_error(app, http):
+    """Python's JSON decoder recurses per level and gives up with a
+    RecursionError: that is a body the server cannot read, not a bug."""
+    deep = b"[" * 100_000
+    for body in (deep, b"[" * 5_000 + b"]" * 5_000, b'{"jsonrpc": "2.0", "id": 7, "params": {"channels": ' + deep):
+        transport_error(send_raw(http.url, body), 400, -32700)
+        assert_serving(app, http)
+
+
 def test_a_body_that_is_not_an_object_is_an_invalid_request(app, http):
     for body in NOT_AN_OBJECT:
         transport_error(send_raw(http.url, json.dumps(body)), 400, -32600)
@@ -81,6 +90,50 @@ def test_bad_params_are_invalid_params_as_odoo_sends_them(app, http):
         response = send_raw(http.url, json.dumps(envelope(params)))
         odoo_error(response.status_code, response.json(), INVALID_PARAMS)
         assert_serving(app, http)
+
+
+def test_a_poll_needs_channels_and_last(app, http):
+    """Odoo 15's ``poll(channels, last, options=None)`` cannot be called
+    without either; a poll that could not say what it listens to, or from
+    where, must not be parked as if it had."""
+    for body in [
+        {"jsonrpc": "2.0", "method": "call", "id": 7},
+        envelope(None),
+        envelope({}),
+        envelope({"last": 0}),
+        envelope({"channels": None, "last": 0}),
+        envelope({"channels": ["room"]}),
+        envelope({"channels": ["room"], "last": None}),
+    ]:
+        response = send_raw(http.url, json.dumps(body))
+        message = odoo_error(response.status_code, response.json(), INVALID_PARAMS)["data"]["message"]
+        assert "'channels'" in message or "'last'" in message, message
+        assert response.json()["id"] == 7
+    assert_serving(app, http)
+
+
+def test_a_poll_names_a_bounded_number_of_channels_of_bounded_length(app, http):
+    with app.database.transaction() as tx:
+        sendone(tx, "hall", "test", "hello")
+    most = ["hall", *(f"c{i}" for i in range(DEFAULT_MAX_POLL_CHANNELS - 1))]
+    longest = "x" * DEFAULT_MAX_CHANNEL_NAME
+    assert payloads(poll(http.url, [*most[:-1], longest], 0)) == ["hello"]
+    for channels, words in ((most + ["one more"], f"at most {DEFAULT_MAX_POLL_CHANNELS} channels"),
+                            (["hall", longest + "x"], f"at most {DEFAULT_MAX_CHANNEL_NAME} characters")):
+        response = send_raw(http.url, json.dumps(envelope({"channels": channels, "last": 0})))
+        assert words in odoo_error(response.status_code, response.json(), INVALID_PARAMS)["data"]["message"]
+    assert_serving(app, http)
+
+
+def test_the_channel_limits_are_settings(make_app, serve):
+    app = make_app(max_poll_channels=2, max_channel_name=4)
+    url = serve(app).url
+    with app.database.transaction() as tx:
+        sendone(tx, "room", "test", "hello")
+    assert payloads(poll(url, ["room", "abcd"], 0)) == ["hello"]
+    for channels in (["room", "a", "b"], ["room", "abcde"]):
+        response = send_raw(url, json.dumps(envelope({"channels": channels, "last": 0})))
+        odoo_error(response.status_code, response.json(), INVALID_PARAMS)
 
 
 def test_invalid_params_answer_carries_the_request_id(http):

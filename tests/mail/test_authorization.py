@@ -9,6 +9,7 @@ import pytest
 import requests
 from itsdangerous import URLSafeTimedSerializer
 
+from bus.config import DEFAULT_MAX_CHANNEL_NAME
 from mail.app import create_app
 from mail.demo_data import install_demo_data
 from tests.mail.support import (TEST_SECRET, call, channel_id, login, message_ids, ok, partner_id, poll_as, poll_until,
@@ -234,6 +235,6 @@ def test_bad_inactivity_is_refused(short_polls, inactivity):
 
 def test_odd_but_valid_poll_input_is_served(short_polls, database_url):
     admin = login(short_polls, "admin")
-    notes = poll_as(short_polls, admin, 0, ["\x00", "x" * 10_000], bus_inactivity=1e300)
+    notes = poll_as(short_polls, admin, 0, ["\x00", "x" * DEFAULT_MAX_CHANNEL_NAME], bus_inactivity=1e300)
     assert notes  # the welcome message at least
     assert query(database_url, "SELECT count(*) FROM bus_presence") == [(1,)]

@@ -44,4 +44,5 @@ def register(app: "BusApp") -> None:
 
     @app.http_route("/longpolling/health")
     def health(request: Request) -> Response:
-        return Response('{"status": "pass"}', mimetype="application/json")
+        # Never cached, as Odoo's: a stored "pass" would vouch for a server gone since.
+        return Response('{"status": "pass"}', mimetype="application/json", headers={"Cache-Control": "no-store"})

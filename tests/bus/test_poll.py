@@ -24,12 +24,16 @@ def wait_parked(app, count=1):
     wait_for(lambda: app.dispatcher.waiter_count >= count, 5, f"{count} parked poll(s)")
 
 
-def test_health_needs_no_session(http):
+def test_health_needs_no_session_and_is_never_cached(http):
+    """A cached "pass" would tell a load balancer a dead server is up: Odoo
+    sends ``Cache-Control: no-store`` for it."""
     import requests
 
     response = requests.get(http.url + "/longpolling/health", timeout=5)
     assert response.status_code == 200
     assert response.json() == {"status": "pass"}
+    assert response.headers["Content-Type"] == "application/json"
+    assert response.headers["Cache-Control"] == "no-store"
 
 
 def test_first_poll_gets_only_what_is_younger_than_the_timeout(app, http):

@@ -49,6 +49,19 @@ def test_reply_and_recipients_are_formatted(url, admin, database_url):
     assert reply["recipients"] == [{"id": demo_partner, "name": "Marc Demo"}]
 
 
+def test_a_parent_that_is_not_a_message_of_the_channel_is_dropped(url, admin, database_url):
+    """As Odoo's ``test_channel_message_post_should_not_allow_adding_wrong_parent``:
+    the post is accepted, without the parent, whether the parent is on
+    another channel or does not exist."""
+    general = channel_id(database_url, "general")
+    elsewhere = post(url, admin, ok(url, "/mail/channel/create", {"name": "elsewhere"}, admin)["id"], "Body1")
+    for parent_id in (elsewhere["result"]["id"], elsewhere["result"]["id"] + 100):
+        reply = post(url, admin, general, "Body2", parent_id=parent_id)["result"]
+        assert reply["parent_id"] is False and reply["body"] == "Body2"
+        stored = query(database_url, "SELECT parent_id, res_id FROM mail_message WHERE id = %s", (reply["id"],))
+        assert stored == [(None, general)]
+
+
 def test_unknown_post_data_keys_are_ignored(url, admin, database_url):
     general = channel_id(database_url, "general")
     demo_partner = partner_id(database_url, "demo")
@@ -72,7 +85,6 @@ def test_unknown_post_data_keys_are_ignored(url, admin, database_url):
     {"thread_model": "mail.channel", "thread_id": 1, "post_data": {"body": "x", "partner_ids": [99999]}},
     {"thread_model": "mail.channel", "thread_id": 1, "post_data": {"body": "x", "attachment_ids": [1]}},
     {"thread_model": "mail.channel", "thread_id": 1, "post_data": {"body": "x", "parent_id": "1"}},
-    {"thread_model": "mail.channel", "thread_id": 1, "post_data": {"body": "x", "parent_id": 99999}},
     {"thread_model": "mail.channel", "thread_id": 1, "post_data": {"body": "x", "message_type": "notification"}},
     {"thread_model": "mail.channel", "thread_id": 1, "post_data": {"body": "x", "subtype_xmlid": "mail.mt_bogus"}},
 ])

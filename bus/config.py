@@ -7,6 +7,8 @@ from typing import Iterable, Optional, Union
 
 DEFAULT_TIMEOUT = 50.0
 DEFAULT_MAX_BODY = 1024 * 1024
+DEFAULT_MAX_POLL_CHANNELS = 500
+DEFAULT_MAX_CHANNEL_NAME = 256
 
 
 def database_url_from_env() -> Optional[str]:
@@ -40,6 +42,9 @@ class Settings:
     ``hold_back_gaps`` and ``shared_reads`` exist to measure what they buy:
     turned off, the bus behaves like Odoo 15 (it may skip a message committed
     out of id order, and every woken poller queries the database).
+    ``max_poll_channels`` and ``max_channel_name`` bound what one poll may
+    name, far above what a real client does: every named channel costs a
+    parked poll memory and its audience lookups for a minute.
     """
 
     database_url: str
@@ -47,6 +52,8 @@ class Settings:
     retention: Optional[float] = None  # default: twice the timeout
     gc_interval: Optional[float] = None  # default: the timeout
     max_body: int = DEFAULT_MAX_BODY
+    max_poll_channels: int = DEFAULT_MAX_POLL_CHANNELS
+    max_channel_name: int = DEFAULT_MAX_CHANNEL_NAME  # characters
     pool_size: int = 32
     hold_back_gaps: bool = True
     shared_reads: bool = True

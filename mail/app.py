@@ -50,7 +50,7 @@ class MailApp(BusApp):
         self.presence = presence.PresenceTracker(self.database)
         self.presence_sweeper = presence.PresenceSweeper(self.database, self.presence, self.clock,
                                                          presence_sweep_interval)
-        controllers.register(self)
+        controllers.MailController(self).register()
 
     def install_schema(self) -> None:
         super().install_schema()

@@ -30,7 +30,7 @@
         }
 
         get sessionExpired() {
-            return this.code === 100 || this.name === "session_expired";
+            return this.code === 100 || this.name === "odoo.http.SessionExpiredException";
         }
     }
 
@@ -57,8 +57,9 @@
             payload = null;
         }
         if (payload && payload.error) {
+            // Odoo's shape: a heading in error.message, the text in error.data.message.
             const error = payload.error;
-            throw new RpcError(error.message || `Error ${error.code}`, {
+            throw new RpcError((error.data && error.data.message) || error.message || `Error ${error.code}`, {
                 code: error.code,
                 name: error.data && error.data.name,
                 status: response.status,
@@ -984,8 +985,7 @@
             form.elements.password.value = "";
             await startSession();
         } catch (failure) {
-            const wrong = failure instanceof RpcError && (failure.name === "access_denied" || failure.code === 403
-                || /denied|password|login/i.test(failure.message));
+            const wrong = failure instanceof RpcError && failure.name === "odoo.exceptions.AccessDenied";
             error.textContent = wrong ? "Wrong login or password." : explain(failure);
             error.hidden = false;
         } finally {

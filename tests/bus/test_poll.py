@@ -6,7 +6,7 @@ import time
 from bus import sendmany, sendone
 from bus.channels import array_parts
 from bus.dispatcher import Dispatcher
-from tests.support import ParkedPoll, poll, rpc, wait_for
+from tests.support import INVALID_PARAMS, ParkedPoll, odoo_error, poll, rpc, wait_for
 
 
 def post(app, target, payload, kind="test"):
@@ -24,12 +24,16 @@ def wait_parked(app, count=1):
     wait_for(lambda: app.dispatcher.waiter_count >= count, 5, f"{count} parked poll(s)")
 
 
-def test_health_needs_no_session(http):
+def test_health_needs_no_session_and_is_never_cached(http):
+    """A cached "pass" would tell a load balancer a dead server is up: Odoo
+    sends ``Cache-Control: no-store`` for it."""
     import requests
 
     response = requests.get(http.url + "/longpolling/health", timeout=5)
     assert response.status_code == 200
     assert response.json() == {"status": "pass"}
+    assert response.headers["Content-Type"] == "application/json"
+    assert response.headers["Cache-Control"] == "no-store"
 
 
 def test_first_poll_gets_only_what_is_younger_than_the_timeout(app, http):
@@ -114,8 +118,7 @@ def test_a_client_cannot_listen_to_a_record_channel(app, http):
     answer = poll(http.url, names, first - 1)
     assert [n["message"]["payload"] for n in answer] == [{"n": 1}]
     refused = rpc(http.url, "/longpolling/poll", {"channels": [["res.partner", 3]], "last": 0})
-    assert refused.status_code == 400
-    assert refused.json()["error"]["code"] == -32602
+    odoo_error(refused.status_code, refused.json(), INVALID_PARAMS)
 
 
 class RaceDispatcher(Dispatcher):

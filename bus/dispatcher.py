@@ -94,6 +94,9 @@ class Dispatcher:
         self._wakeup_r, self._wakeup_w = os.pipe()
         self._pipe_closed = False
         self.reads = 0  # shared reads done, for tests and benchmarks
+        #: This process's row among the readers garbage collection waits
+        #: for (see models.register_reader); None in Odoo 15 mode.
+        self._reader: Optional[int] = None
         #: False while commits come so fast that the dispatcher reads on a
         #: timer instead of listening (see BUSY_NOTIFIES).
         self.listening = True
@@ -249,6 +252,10 @@ class Dispatcher:
                     # anyway; starting there spares the first read a gap.
                     self.position = self.watermark.position = models.gc_floor(self.database)
                     self.window.floor = self.position
+                if self.shared_reads:
+                    # While this connection lives, no process collects a
+                    # row this one has not taken as final.
+                    self._reader = models.register_reader(cr, self.watermark.position)
                 # Anything committed while nobody listened is read now, and
                 # its waiters woken, instead of waiting for the next NOTIFY.
                 self._refresh(cr, everything=True)
@@ -285,7 +292,8 @@ class Dispatcher:
             now = time.monotonic()
             refresh = False
             if now >= next_gc:
-                self.gc_floor = models.collect_garbage(self.database, self.retention)
+                position = self.watermark.position if self._reader is not None else None
+                self.gc_floor = models.collect_garbage(self.database, self.retention, position, self._reader)
                 next_gc = now + self.gc_interval
                 # Also a safety net: rows whose NOTIFY was lost (a writer that
                 # died right after COMMIT) are read at the latest now.

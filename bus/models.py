@@ -160,15 +160,61 @@ def fetch(
         return cr.fetchall()
 
 
-def collect_garbage(database: Database, retention: float) -> int:
-    """Delete rows older than ``retention`` seconds; return the GC floor, the
-    highest id ever deleted, which tells pollers behind it they missed rows."""
+#: The advisory lock class a dispatcher's listening connection holds, with
+#: its ``bus_reader`` id as second key, for as long as the connection lives.
+#: PostgreSQL releases it when the session ends, however its process died,
+#: and ``pg_locks`` shows it to every role: live readers are told from dead
+#: ones exactly, with no heartbeat to wait out.
+_READER_LOCK = 0x1B06
+
+
+def register_reader(cr: psycopg2.extensions.cursor, position: int) -> int:
+    """Count the listening connection of ``cr`` (autocommit) among the
+    readers garbage collection waits for, at ``position``; returns its id.
+
+    One statement: the row commits with its lock already held, so no
+    collection can see the row without its lock and take it for dead."""
+    cr.execute("WITH r AS (INSERT INTO bus_reader (position) VALUES (%s) RETURNING id)"
+               " SELECT id, pg_advisory_lock(%s, id) FROM r", (position, _READER_LOCK))
+    return cr.fetchone()[0]
+
+
+# The UPDATE publishes the caller's position first; the rest, one statement
+# in the same implicit transaction, sees it. Readers whose lock is gone are
+# dead: their rows go, and they hold nothing back.
+_COLLECT_GARBAGE = """
+UPDATE bus_reader SET position = %(position)s WHERE id = %(reader)s;
+WITH live AS MATERIALIZED (
+    SELECT r.id, r.position FROM bus_reader r JOIN pg_locks l
+    ON l.locktype = 'advisory' AND l.granted AND l.classid = %(lock)s::oid AND l.objid = r.id::oid
+       AND l.objsubid = 2 AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+), dead AS (
+    DELETE FROM bus_reader WHERE id NOT IN (SELECT id FROM live)
+), gone AS (
+    DELETE FROM bus_bus
+    WHERE create_date < (now() AT TIME ZONE 'UTC') - make_interval(secs => %(retention)s)
+      AND id <= COALESCE(LEAST(%(position)s, (SELECT min(position) FROM live)), 9223372036854775807)
+    RETURNING id
+)
+UPDATE bus_gc SET last_deleted_id = GREATEST(last_deleted_id, (SELECT max(id) FROM gone))
+RETURNING last_deleted_id
+"""
+
+
+def collect_garbage(database: Database, retention: float, position: Optional[int] = None,
+                    reader: Optional[int] = None) -> int:
+    """Delete the rows older than ``retention`` seconds that every live
+    reader has taken as final; return the GC floor, the highest id ever
+    deleted, which tells pollers behind it they missed rows.
+
+    ``position`` and ``reader`` are the calling dispatcher's (None for one
+    that keeps no position, in Odoo 15 mode). Age alone is not enough: a
+    committed row held back behind a gap, or not yet read by a slower
+    process, may be older than the retention and still undelivered. A
+    reader's published position lags its real one by up to a collection
+    interval, which only makes collection wait longer.
+    """
     with database.cursor() as cr:
-        cr.execute(
-            "WITH gone AS (DELETE FROM bus_bus"
-            " WHERE create_date < (now() AT TIME ZONE 'UTC') - make_interval(secs => %s) RETURNING id)"
-            " UPDATE bus_gc SET last_deleted_id = GREATEST(last_deleted_id, (SELECT max(id) FROM gone))"
-            " RETURNING last_deleted_id",
-            (retention,),
-        )
+        cr.execute(_COLLECT_GARBAGE, {"retention": retention, "position": position, "reader": reader,
+                                      "lock": _READER_LOCK})
         return cr.fetchone()[0]

@@ -47,6 +47,8 @@ class Settings:
     hold_back_gaps: bool = True
     shared_reads: bool = True
     install_schema: bool = True
+    #: Seconds start-up waits for a database that is full or not up yet.
+    startup_timeout: float = 30.0
 
     def __post_init__(self) -> None:
         if self.retention is None:

@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         settings = {} if args.poll_timeout is None else {"timeout": args.poll_timeout}
         app = create_app(db_url, **settings)
-        install_demo_data(app.database)
+        app.at_start(lambda: install_demo_data(app.database))
         accounts = ", ".join(f"{login}/{password}" for login, password, _ in DEMO_USERS[:2])
         _logger.info("open http://%s:%d and log in as %s", args.host, args.port, accounts)
         serve = serve_gevent if args.server == "gevent" else serve_threaded

@@ -43,6 +43,12 @@ READ_BATCH = 5_000
 #: doubles while the same gap stays open.
 GAP_RECHECK = 0.02
 GAP_RECHECK_MAX = 0.5
+#: A gap that has held the watermark at one position this long has the
+#: reader ask, before each further read, which transactions hold the bus
+#: writers' lock, and wait for those alone (see bus/watermark.py). Most gaps
+#: close within milliseconds as their writers commit, and a look at pg_locks
+#: briefly takes every lock partition of the server.
+ASK_WRITERS_AFTER = 0.1
 RECONNECT_FIRST = 0.1
 RECONNECT_MAX = 2.0
 #: A shared read answering this many notifications means commits come
@@ -97,6 +103,8 @@ class Dispatcher:
         #: This process's row among the readers garbage collection waits
         #: for (see models.register_reader); None in Odoo 15 mode.
         self._reader: Optional[int] = None
+        #: (position, since when) while a gap holds the watermark there.
+        self._held_since: Optional[tuple[int, float]] = None
         #: False while commits come so fast that the dispatcher reads on a
         #: timer instead of listening (see BUSY_NOTIFIES).
         self.listening = True
@@ -350,23 +358,44 @@ class Dispatcher:
             return 0
         touched: set[str] = set()
         found = 0
+        writers = self._writers(cr)
         while True:
             result = models.read_after(cr, self.watermark.position, READ_BATCH)
             self.reads += 1
             found += len(result.rows)
             self.gc_floor = max(self.gc_floor, result.gc_floor)
+            # Asked before this read, so good for it alone: a later read may
+            # see gaps first seen in this one.
+            writing = None if writers is None else result.running_among(writers)
+            writers = None
             final = self.watermark.advance(result.rows, result.running, result.xmax,
-                                           lambda: models.draw_transaction_id(cr))
+                                           lambda: models.draw_transaction_id(cr), writing)
             if final:
                 self._publish(final)
                 touched.update(channel for _, channel, _ in final)
             if len(result.rows) < READ_BATCH or not final:
                 break
+        self._track_hold()
         if touched:
             # Once per refresh, however many reads it took: the hub is told
             # only which channels have news, never the rows.
             self.hub.wake(touched)
         return found
+
+    def _writers(self, cr: psycopg2.extensions.cursor) -> Optional[frozenset[int]]:
+        """Who holds the bus writers' lock now, or None (not asked) unless a
+        gap has held the watermark for ASK_WRITERS_AFTER already."""
+        held = self._held_since
+        if held is None or held[0] != self.watermark.position or time.monotonic() - held[1] < ASK_WRITERS_AFTER:
+            return None
+        return models.bus_writers(cr)
+
+    def _track_hold(self) -> None:
+        """Note since when a gap holds the watermark at its position."""
+        if not self.watermark.blocked:
+            self._held_since = None
+        elif self._held_since is None or self._held_since[0] != self.watermark.position:
+            self._held_since = (self.watermark.position, time.monotonic())
 
     def _publish(self, final: Sequence[Row]) -> None:
         """Make one read's final rows readable by polls: into the window,

@@ -16,15 +16,26 @@ from .database import Database, Transaction, execute_prepared
 
 _PENDING = "bus.pending"
 
-# Both start with pg_current_xact_id(), which gives the transaction its id
-# *before* nextval() hands out bus ids. The dispatcher relies on it: a bus id
-# that is missing below a visible one then belongs to a transaction that
-# already had its id when the reader's snapshot was taken (see
-# bus/watermark.py). Two statements in one string still make one round trip,
-# and cost the server no more than the call folded into the INSERT's WHERE.
-_INSERT_ONE = "SELECT pg_current_xact_id(); INSERT INTO bus_bus (channel, message) VALUES (%s, %s)"
+#: The advisory lock (one bigint key) every bus writer holds, shared, from
+#: just before it draws bus ids until its transaction ends: while a gap is
+#: open, the reader waits only for the transactions that hold it (see
+#: bus/watermark.py), not for every transaction of the database.
+_WRITER_LOCK = 0x1B07
+
+# Both start by taking the writers' lock and pg_current_xact_id(), which gives
+# the transaction its id, *before* nextval() hands out bus ids. The
+# dispatcher relies on it: a bus id that is missing below a visible one then
+# belongs to a transaction that already had its id, and the lock, when the
+# reader's snapshot was taken (see bus/watermark.py). Two statements in one
+# string still make one round trip, and cost the server no more than the
+# calls folded into the INSERT's WHERE. The lock is shared: writers never
+# wait for each other.
+_INSERT_ONE = (
+    f"SELECT pg_advisory_xact_lock_shared({_WRITER_LOCK}), pg_current_xact_id();"
+    " INSERT INTO bus_bus (channel, message) VALUES (%s, %s)"
+)
 _INSERT_MANY = (
-    "SELECT pg_current_xact_id();"
+    f"SELECT pg_advisory_xact_lock_shared({_WRITER_LOCK}), pg_current_xact_id();"
     " INSERT INTO bus_bus (channel, message)"
     " SELECT c, m FROM unnest(%s::text[], %s::text[]) WITH ORDINALITY AS t(c, m, n) ORDER BY n"
 )
@@ -97,6 +108,12 @@ class ReadResult:
     xmax: int
     gc_floor: int
 
+    def running_among(self, writers: frozenset[int]) -> frozenset[int]:
+        """The transactions of ``running`` that are among ``writers`` (as
+        :func:`bus_writers` gives them: the 32 low bits of their ids, which
+        tell running transactions apart, since they are never 2^31 apart)."""
+        return frozenset(x for x in self.running if x & 0xFFFFFFFF in writers)
+
 
 _READ_AFTER = (
     "SELECT pg_current_snapshot()::text, g.last_deleted_id, b.id, b.channel, b.message"
@@ -120,6 +137,25 @@ def read_after(cr: psycopg2.extensions.cursor, after_id: int, limit: int) -> Rea
     running = frozenset(int(x) for x in xip.split(",")) if xip else frozenset()
     rows = [(row_id, channel, message) for _, _, row_id, channel, message in result if row_id is not None]
     return ReadResult(rows, running, int(xmax), gc_floor)
+
+
+# Each transaction holds an exclusive lock on its own id for as long as it
+# runs: joined on the virtual transaction, that names the holders of the
+# writers' lock by transaction id. pg_locks, unlike pg_stat_activity, shows
+# every role's locks.
+_BUS_WRITERS = (
+    "SELECT t.transactionid::text FROM pg_locks w JOIN pg_locks t ON t.virtualtransaction = w.virtualtransaction"
+    " WHERE w.locktype = 'advisory' AND w.granted AND w.classid = 0 AND w.objid = %s AND w.objsubid = 1"
+    " AND w.database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+    " AND t.locktype = 'transactionid' AND t.mode = 'ExclusiveLock' AND t.granted"
+)
+
+
+def bus_writers(cr: psycopg2.extensions.cursor) -> frozenset[int]:
+    """The transactions that hold the bus writers' lock now, by the 32 low
+    bits of their ids (``pg_locks`` shows ``xid``, not ``xid8``)."""
+    cr.execute(_BUS_WRITERS, (_WRITER_LOCK,))
+    return frozenset(int(xid) for xid, in cr.fetchall())
 
 
 def draw_transaction_id(cr: psycopg2.extensions.cursor) -> int:

@@ -12,7 +12,8 @@ routes with :meth:`json_route` / :meth:`http_route` and override
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable, Optional, Sequence
+import time
+from typing import Any, Callable, Iterable, Optional, Sequence, TypeVar
 
 from werkzeug.exceptions import HTTPException
 from werkzeug.routing import Map, Rule
@@ -22,12 +23,13 @@ from . import controllers, schema
 from .channels import BROADCAST, Target, channel_with_db, cut_after_types, type_prefixes
 from .config import Settings, require_database_url
 from .cors import CORSPolicy
-from .database import Database
+from .database import Database, retry_until
 from .dispatcher import Dispatcher
 from .jsonrpc import ServiceUnavailable, error_response, serve_call
 
 #: A route's view: a request in, a WSGI application (the answer) out.
 View = Callable[[Request], Callable[[dict, Callable], Iterable[bytes]]]
+T = TypeVar("T")
 
 
 class BusApp:
@@ -43,9 +45,10 @@ class BusApp:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.cors = CORSPolicy(settings.cors_origins)
+        self._startup_deadline = time.monotonic() + settings.startup_timeout
         self.database = Database(settings.database_url, maxconn=settings.pool_size)
         if settings.install_schema:
-            self.install_schema()
+            self.at_start(self.install_schema)
         self.dispatcher = Dispatcher(
             self.database,
             retention=settings.retention,
@@ -53,7 +56,7 @@ class BusApp:
             hold_back_gaps=settings.hold_back_gaps,
             shared_reads=settings.shared_reads,
         )
-        self.dbname = self.database.dbname
+        self.dbname = self.at_start(lambda: self.database.dbname)
         self._resubscribe_prefixes = type_prefixes(self.resubscribe_types)
         self.url_map = Map()
         self._views: dict[str, View] = {}
@@ -61,6 +64,13 @@ class BusApp:
         #: Set by :meth:`drain`: the process is shutting down.
         self.closing = False
         controllers.register(self)
+
+    def at_start(self, work: Callable[[], T]) -> T:
+        """Run start-up ``work`` that needs the database (installing tables,
+        loading a secret), retrying with back-off while the database is full,
+        starting up or out of reach, until ``startup_timeout`` seconds after
+        the application began to start."""
+        return retry_until(self._startup_deadline, work, "the database is not available at start-up")
 
     def install_schema(self) -> None:
         """Create the tables this application needs; subclasses add theirs."""

@@ -59,6 +59,8 @@ class Settings:
     shared_reads: bool = True
     install_schema: bool = True
     cors_origins: Union[str, Iterable[str]] = "*"
+    #: Seconds start-up waits for a database that is full or not up yet.
+    startup_timeout: float = 30.0
 
     def __post_init__(self) -> None:
         if self.retention is None:

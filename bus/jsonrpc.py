@@ -23,7 +23,7 @@ from werkzeug.exceptions import RequestEntityTooLarge
 from werkzeug.http import HTTP_STATUS_CODES
 from werkzeug.wrappers import Request, Response
 
-from .database import DatabaseUnavailable
+from .database import RETRYABLE_ERRORS
 
 _logger = logging.getLogger(__name__)
 
@@ -277,7 +277,7 @@ def serve_call(handler: Handler, request: Request, max_body: int) -> JSONAnswer:
         return result_response(request_id, handler(request, params))
     except RPCError as error:
         return error_response(request_id, error)
-    except DatabaseUnavailable as exc:
+    except RETRYABLE_ERRORS as exc:
         _logger.warning("database unavailable during %s: %s", request.path, exc)
         return error_response(request_id, ServiceUnavailable("the database is unavailable, try again shortly"))
     except Exception:

@@ -126,7 +126,7 @@ def _serve(args: argparse.Namespace, db_url: str) -> int:
         settings["timeout"] = args.poll_timeout
     app = create_app(db_url, **settings)
     try:
-        install_demo_data(app.database)
+        app.at_start(lambda: install_demo_data(app.database))
         accounts = ", ".join(f"{login}/{password}" for login, password, _ in DEMO_USERS[:2])
         _logger.info("open http://%s:%d and log in as %s", args.host, args.port, accounts)
         if args.server == "gevent":

@@ -197,3 +197,45 @@ def listener_pids(database_url: str) -> list[int]:
             return [pid for pid, in cr.fetchall()]
     finally:
         conn.close()
+
+
+class Crowd:
+    """Every connection the server admits, held until released: a server
+    that is full ("too many clients")."""
+
+    def __init__(self, url: str) -> None:
+        self.connections = []
+        while True:
+            try:
+                self.connections.append(psycopg2.connect(url))
+            except psycopg2.OperationalError as exc:
+                assert "too many clients" in str(exc), exc
+                break
+        assert self.connections, "the crowd could not connect at all"
+
+    def leave(self) -> None:
+        for conn in self.connections:
+            conn.close()
+        self.connections = []
+
+
+def start_up_retries(caplog) -> list:
+    """The log records of an application retrying its start-up."""
+    return [r for r in caplog.records if r.name == "bus.database" and "retrying" in r.getMessage()]
+
+
+def build_in_background(build):
+    """Run ``build()`` in a thread (a greenlet under gevent); returns the
+    thread and the lists that receive its result or its exception."""
+    built: list = []
+    failed: list = []
+
+    def run() -> None:
+        try:
+            built.append(build())
+        except BaseException as exc:  # handed to the test
+            failed.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread, built, failed

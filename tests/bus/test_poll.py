@@ -6,6 +6,7 @@ import time
 from bus import sendmany, sendone
 from bus.channels import array_parts
 from bus.dispatcher import Dispatcher
+from bus.hub import Hub
 from tests.support import INVALID_PARAMS, ParkedPoll, odoo_error, poll, rpc, wait_for
 
 
@@ -362,14 +363,19 @@ def test_under_a_flood_of_commits_reads_on_a_timer_and_then_listens_again(app):
         dispatcher.stop()
 
 
+class CountingHub(Hub):
+    joins = 0
+
+    def join(self, channels):
+        self.joins += 1
+        return super().join(channels)
+
+
 class CountingDispatcher(Dispatcher):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.joins = self.fetches = 0
-
-    def _join(self, channels):
-        self.joins += 1
-        return super()._join(channels)
+        self.hub = CountingHub()
+        self.fetches = 0
 
     def _fetch(self, channels, last):
         self.fetches += 1
@@ -390,10 +396,10 @@ def test_a_poll_with_news_in_memory_answers_without_parking(app):
         ids = ids_of(app)
         wait_for(lambda: dispatcher.position == ids[-1], 5, "the dispatcher reading the rows")
         assert dispatcher.window.floor > ids[0]
-        joins = dispatcher.joins
+        joins = dispatcher.hub.joins
         answer = dispatcher.poll(channels, ids[-2], timeout=5)
         assert [json.loads(entry)["id"] for entry in answer] == ids[-1:]
-        assert (dispatcher.joins, dispatcher.fetches) == (joins, 0)
+        assert (dispatcher.hub.joins, dispatcher.fetches) == (joins, 0)
         answer = dispatcher.poll(channels, ids[0], timeout=5)  # behind the window
         assert [json.loads(entry)["id"] for entry in answer] == ids[1:]
         assert dispatcher.fetches == 1

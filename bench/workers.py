@@ -371,8 +371,10 @@ class CpuPerPost:
 
         workers = [mean(lambda r: r.workers_cpu[i]) for i in range(len(setup.workers))]
         clients, postgres = mean(lambda r: r.clients_cpu), mean(lambda r: r.postgres_cpu)
-        return cls(workers, clients, postgres, mean(lambda r: r.machine_cpu) - sum(workers) - clients - postgres,
-                   mean(lambda r: r.wall))
+        # Each figure is rounded to clock ticks on its own: on a quiet
+        # machine their difference can fall a little below zero.
+        rest = max(0.0, mean(lambda r: r.machine_cpu) - sum(workers) - clients - postgres)
+        return cls(workers, clients, postgres, rest, mean(lambda r: r.wall))
 
     def floor(self, cores: int) -> float:
         """The shortest a post could take on ``cores`` idle cores: the

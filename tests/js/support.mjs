@@ -157,9 +157,14 @@ export class PollServer {
         return id;
     }
 
-    /** A tab's process died: its connections close, its polls never settle. */
+    /** A tab's page hung or its process died: its connections close, and
+     * its fetches fail if it ever runs again. */
     dropTab(tab) {
-        for (const poll of [...this.parked]) if (poll.tab === tab) this._close(poll);
+        for (const poll of [...this.parked]) {
+            if (poll.tab !== tab) continue;
+            this._close(poll);
+            this.time.timers(tab).setTimeout(() => poll.reject(new TypeError("Failed to fetch")), 0);
+        }
     }
 
     pollsBy(tab) {
@@ -196,4 +201,16 @@ export class PollServer {
 export function sequence(...values) {
     let index = 0;
     return () => values[index++ % values.length];
+}
+
+/** A small seeded PRNG (mulberry32), so each simulated tab draws its own ids. */
+export function seeded(seed) {
+    let state = seed >>> 0;
+    return () => {
+        state = (state + 0x6d2b79f5) >>> 0;
+        let t = state;
+        t = Math.imul(t ^ (t >>> 15), t | 1);
+        t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+        return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+    };
 }

@@ -246,3 +246,37 @@ test("without BroadcastChannel every tab polls on its own, at once", async () =>
     assert.equal(server.inFlight, 1);
     client.stop();
 });
+
+test("a tab that starts again behind the others is told it is outdated", async () => {
+    const { time, server, open } = browser();
+    const a = open();
+    const b = open();
+    await time.advance(1_000);
+    server.send("x/one");
+    await time.advance(10);
+    b.client.stop(); // hidden into the back/forward cache
+    server.send("x/two");
+    await time.advance(1_000);
+    b.client.start();
+    await time.advance(1_000);
+    assert.deepEqual(b.outdated, [2]);
+    assert.deepEqual(b.received, [1]);
+    server.send("x/three");
+    await time.advance(10);
+    assert.deepEqual(b.received, [1, 3]);
+    assert.deepEqual(a.outdated, []);
+});
+
+test("a tab that starts again alone polls from its own last, and only a real gap is outdated", async () => {
+    const { time, server, open } = browser();
+    const a = open();
+    await time.advance(1_000);
+    server.send("x/one");
+    await time.advance(10);
+    a.client.stop();
+    a.client.start();
+    await time.advance(1_000);
+    assert.equal(a.client.isLeader, true);
+    assert.equal(server.polls.at(-1).params.last, 1);
+    assert.deepEqual(a.outdated, []);
+});

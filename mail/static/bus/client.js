@@ -8,8 +8,10 @@
  *
  * Events (`addEventListener`), each with a `detail`:
  * - `notification` `{id, type, payload}`: one per notification, in id order;
- * - `outdated` `{id}`: the server dropped notifications this client had not
- *   received yet (`bus/outdated`), so the application must reload its state;
+ * - `outdated` `{id}`: notifications were missed, so the application must
+ *   reload its state: the server dropped some this client had not received
+ *   (`bus/outdated`), or the tab started again (back from the browser's
+ *   back/forward cache) behind the other tabs;
  * - `connection` `{state}`: "online" or "offline" (the poll fails and is
  *   retried with back-off), the same in every tab;
  * - `error` `{error, retryInMs}`: a poll failed (an `RpcError`; check
@@ -54,6 +56,8 @@ export class BusClient extends EventTarget {
         this._activity = now();
         this._last = 0;
         this._running = false;
+        this._started = false;
+        this._rejoined = false;
         this._poller = new Poller({
             rpc, timers, route, answerTimeoutMs,
             backoff: new Backoff({ random, ...backoff }),
@@ -75,6 +79,7 @@ export class BusClient extends EventTarget {
             onPeersChanged: () => this._poller.setChannels(this._crossTab.merged().channels),
             onRelay: (items, last) => this._fromRelay(items, last),
             onLeaderState: ({ last, connection }) => {
+                this._noticeGap(last);
                 this._last = Math.max(this._last, last);
                 if (connection === "online" || connection === "offline") this._setConnection(connection);
             },
@@ -104,6 +109,8 @@ export class BusClient extends EventTarget {
     start() {
         if (this._running) return;
         this._running = true;
+        this._rejoined = this._started;
+        this._started = true;
         this._crossTab.start();
     }
 
@@ -132,6 +139,7 @@ export class BusClient extends EventTarget {
 
     _onRole(isLeader) {
         if (isLeader) {
+            this._rejoined = false; // it polls from its own last: the server tells of any gap
             this._poller.last = Math.max(this._poller.last, this._last);
             this._poller.setChannels(this._crossTab.merged().channels);
             this._poller.start();
@@ -148,8 +156,16 @@ export class BusClient extends EventTarget {
     }
 
     _fromRelay(items, last) {
+        this._noticeGap(last);
         this._deliver(items);
         this._last = Math.max(this._last, last);
+    }
+
+    /** The first `last` a tab hears from the leader after it started again:
+     * if the others are ahead, it missed what they received meanwhile. */
+    _noticeGap(last) {
+        if (this._rejoined && last > this._last) this._emit("outdated", { id: last });
+        this._rejoined = false;
     }
 
     _fromLeaderEvent(name, detail) {

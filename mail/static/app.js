@@ -1,71 +1,25 @@
 /*
  * imbus chat: the demo client for the Discuss-style API.
  *
- * One file, no build step and no framework, so the page can be served as is by
- * `python -m mail.demo`. Everything the page renders is built with DOM nodes and
- * textContent; the only HTML inserted verbatim is a message body, which the
- * server has already sanitised.
+ * No build step and no framework, so the page can be served as is by
+ * `python -m mail.demo`; the bus client (./bus/) runs the long-poll, one per
+ * browser for all its tabs. Everything the page renders is built with DOM
+ * nodes and textContent; the only HTML inserted verbatim is a message body,
+ * which the server has already sanitised.
  */
+import { RpcError, createBusClient, createRpc } from "./bus/index.js";
+
 const HISTORY_PAGE = 30;
 const TYPING_IDLE_MS = 5000;          // stop "typing" after this much silence
 const TYPING_REFRESH_MS = 50000;      // re-announce long typing so peers' timers do not expire
 const TYPING_PEER_TIMEOUT_MS = 60000; // forget a peer who never said they stopped
-const POLL_CLIENT_TIMEOUT_MS = 75000; // a poll answer later than this means a dead connection
-const BACKOFF_MIN_MS = 1000;
-const BACKOFF_MAX_MS = 30000;
 const IM_STATUS_REFRESH_MS = 50000;
 const GROUP_WINDOW_MS = 5 * 60 * 1000; // consecutive messages closer than this share a header
 
 // ---------------------------------------------------------------- JSON-RPC
 
-class RpcError extends Error {
-    constructor(message, { code = null, name = null, status = 0 } = {}) {
-        super(message);
-        this.code = code;
-        this.name = name || "rpc_error";
-        this.status = status;
-    }
-
-    get sessionExpired() {
-        return this.code === 100 || this.name === "session_expired";
-    }
-}
-
-let rpcSequence = 0;
-
-async function rpc(path, params = {}, { signal } = {}) {
-    let response;
-    try {
-        response = await fetch(path, {
-            method: "POST",
-            credentials: "same-origin",
-            headers: { "Content-Type": "application/json" },
-            body: JSON.stringify({ jsonrpc: "2.0", method: "call", params, id: ++rpcSequence }),
-            signal,
-        });
-    } catch (error) {
-        if (error.name === "AbortError") throw error;
-        throw new RpcError("The server cannot be reached.", { name: "network_error" });
-    }
-    let payload = null;
-    try {
-        payload = await response.json();
-    } catch (_) {
-        payload = null;
-    }
-    if (payload && payload.error) {
-        const error = payload.error;
-        throw new RpcError(error.message || `Error ${error.code}`, {
-            code: error.code,
-            name: error.data && error.data.name,
-            status: response.status,
-        });
-    }
-    if (!response.ok || !payload || !("result" in payload)) {
-        throw new RpcError(`The server answered HTTP ${response.status}.`, { status: response.status });
-    }
-    return payload.result;
-}
+const rpc = createRpc();
+const bus = createBusClient();
 
 // ------------------------------------------------------------------ state
 
@@ -77,10 +31,8 @@ const state = {
     threads: new Map(),  // channel id -> {messages, ids, hasOlder, loadingOlder}
     typing: new Map(),   // channel id -> Map(partner id -> {name, timer})
     currentId: null,
-    busLast: 0,
-    pollAbort: null,
+    early: null,         // notifications that came while the session's state was loading
     imStatusTimer: null,
-    lastActivity: Date.now(),
 };
 
 const composerState = { channelId: null, announced: false, announcedAt: 0, idleTimer: null, sending: false };
@@ -792,10 +744,9 @@ function renderPresence() {
 
 /** Notification types this page does not know are ignored: a newer
  * server may send more than this client understands. */
-function dispatch(notification) {
-    const message = notification.message || {};
-    const handler = handlers[message.type];
-    if (handler) handler(message.payload || {});
+function dispatch({ type, payload }) {
+    const handler = handlers[type];
+    if (handler) handler(payload || {});
 }
 
 function setConnection(status) {
@@ -804,57 +755,28 @@ function setConnection(status) {
     node.title = { online: "Connected", offline: "Reconnecting…", connecting: "Connecting…" }[status];
 }
 
-function sleep(ms) {
-    return new Promise((resolve) => setTimeout(resolve, ms));
-}
-
-/** The long-poll loop, as Odoo's client runs it: re-poll at once after an
- * answer; after a failure wait 1 s, doubling up to 30 s, with jitter so a
- * restarted server is not hit by every client in the same instant. */
-async function busLoop(generation) {
-    let failures = 0;
-    while (generation === state.generation) {
-        const controller = new AbortController();
-        state.pollAbort = controller;
-        const watchdog = setTimeout(() => controller.abort(), POLL_CLIENT_TIMEOUT_MS);
-        let notifications;
-        try {
-            notifications = await rpc("/longpolling/poll", {
-                channels: [],
-                last: state.busLast,
-                options: { bus_inactivity: Date.now() - state.lastActivity },
-            }, { signal: controller.signal });
-        } catch (error) {
-            if (generation !== state.generation) return;
-            if (error instanceof RpcError && error.sessionExpired) {
-                sessionLost();
-                return;
-            }
-            failures += 1;
-            setConnection("offline");
-            const base = Math.min(BACKOFF_MAX_MS, BACKOFF_MIN_MS * 2 ** (failures - 1));
-            await sleep(base * (0.5 + Math.random()));
-            continue;
-        } finally {
-            clearTimeout(watchdog);
-        }
-        if (generation !== state.generation) return;
-        if (failures) {
-            failures = 0;
-            refreshImStatus();
-        }
-        setConnection("online");
-        for (const notification of notifications) {
-            state.busLast = Math.max(state.busLast, notification.id);
-            try {
-                dispatch(notification);
-            } catch (error) {
-                // A bug in one handler must not stop the bus: report it as
-                // an uncaught error and carry on with the next notification.
-                setTimeout(() => { throw error; });
-            }
-        }
-    }
+/** What the bus client tells every tab, whichever tab polls. A handler that
+ * throws is reported as an uncaught error, and the next notification still
+ * comes. */
+function listenToBus() {
+    bus.addEventListener("notification", ({ detail }) => {
+        if (state.early) state.early.push(detail);
+        else if (state.user) dispatch(detail);
+    });
+    // Notifications were lost; a session still loading reads fresh state anyway.
+    bus.addEventListener("outdated", () => {
+        if (state.user && !state.early) resync();
+    });
+    bus.addEventListener("connection", ({ detail }) => {
+        if (!state.user) return;
+        const wasOffline = $("[data-testid=connection-status]").dataset.state === "offline";
+        setConnection(detail.state);
+        // Presence changes pushed during the outage were never heard.
+        if (wasOffline && detail.state === "online") refreshImStatus();
+    });
+    bus.addEventListener("error", ({ detail }) => {
+        if (detail.error.sessionExpired) sessionLost();
+    });
 }
 
 // ----------------------------------------------------------------- session
@@ -906,9 +828,23 @@ async function refreshImStatus() {
     presenceUpdate(statuses);
 }
 
+/** The bus joins before the state is read, and what it hears meanwhile is
+ * applied after: a tab that follows another's poll gets no replay of what
+ * was posted before it joined, so the order must leave no gap. */
 async function startSession() {
     const generation = ++state.generation;
-    const info = await rpc("/mail/init_messaging", {});
+    state.early = [];
+    bus.start();
+    let info;
+    try {
+        info = await rpc("/mail/init_messaging", {});
+    } catch (error) {
+        if (generation === state.generation) {
+            state.early = null;
+            bus.stop();
+        }
+        throw error;
+    }
     if (generation !== state.generation) return;
     state.user = {
         uid: info.current_user_id,
@@ -925,8 +861,10 @@ async function startSession() {
     renderSidebar();
     renderHeader();
     renderMessages();
-    setConnection("online");
-    busLoop(generation);
+    setConnection(bus.connection === "offline" ? "offline" : "online");
+    const early = state.early;
+    state.early = null;
+    for (const notification of early) dispatch(notification);
     clearInterval(state.imStatusTimer);
     state.imStatusTimer = setInterval(refreshImStatus, IM_STATUS_REFRESH_MS);
     const fromHash = Number((location.hash.match(/^#channel-(\d+)$/) || [])[1]);
@@ -937,14 +875,14 @@ async function startSession() {
 
 function resetSession() {
     state.generation += 1;
-    if (state.pollAbort) state.pollAbort.abort();
+    bus.stop();
     clearInterval(state.imStatusTimer);
     clearTimeout(composerState.idleTimer);
     composerState.announced = false;
     for (const peers of state.typing.values()) for (const peer of peers.values()) clearTimeout(peer.timer);
     Object.assign(state, {
         user: null, partners: new Map(), channels: new Map(), threads: new Map(), typing: new Map(),
-        currentId: null, busLast: 0, pollAbort: null, imStatusTimer: null,
+        currentId: null, early: null, imStatusTimer: null,
     });
     $("[data-testid=typing-indicator]").replaceChildren();
     composerInput().value = "";
@@ -981,7 +919,7 @@ async function login(event) {
         form.elements.password.value = "";
         await startSession();
     } catch (failure) {
-        const wrong = failure instanceof RpcError && (failure.name === "access_denied" || failure.code === 403
+        const wrong = failure instanceof RpcError && (/access.?denied/i.test(failure.data.name || "") || failure.code === 403
             || /denied|password|login/i.test(failure.message));
         error.textContent = wrong ? "Wrong login or password." : explain(failure);
         error.hidden = false;
@@ -1191,15 +1129,9 @@ function onAction(event) {
     else if (action === "toggle-members") toggleMembers();
 }
 
-function noteActivity() {
-    state.lastActivity = Date.now();
-}
-
 async function boot() {
     document.addEventListener("click", onAction);
-    for (const type of ["mousemove", "keydown", "pointerdown", "touchstart", "focus"]) {
-        window.addEventListener(type, noteActivity, { passive: true, capture: true });
-    }
+    listenToBus();
     document.addEventListener("visibilitychange", () => {
         if (document.visibilityState === "visible") markSeen();
     });

@@ -280,3 +280,21 @@ test("a tab that starts again alone polls from its own last, and only a real gap
     assert.equal(server.polls.at(-1).params.last, 1);
     assert.deepEqual(a.outdated, []);
 });
+
+test("the channels of a tab that vanished without a word are dropped once it has been silent long enough", async () => {
+    const { time, server, open, leaders, crash } = browser();
+    const a = open();
+    await time.advance(1_000);
+    const b = open();
+    await time.advance(1_000);
+    b.client.addChannel("uuid-b");
+    await time.advance(10);
+    assert.deepEqual(leaders(), [a]);
+    const lastChannels = () => server.pollsBy(a.name).at(-1).params.channels;
+    assert.deepEqual(lastChannels(), ["uuid-b"]);
+    crash(b);
+    await time.advance(CROSSTAB_DEFAULTS.peerTimeoutMs - CROSSTAB_DEFAULTS.peerMs);
+    assert.deepEqual(lastChannels(), ["uuid-b"], "a throttled tab is not dropped early");
+    await time.advance(2 * CROSSTAB_DEFAULTS.peerMs);
+    assert.deepEqual(lastChannels(), []);
+});

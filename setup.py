@@ -8,7 +8,7 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.9",
     packages=find_packages(include=["bus", "bus.*", "mail", "mail.*"]),
-    package_data={"mail": ["static/*"]},
+    package_data={"mail": ["static/*", "static/bus/*"]},
     install_requires=[
         "psycopg2-binary>=2.9",
         "werkzeug>=2.3",

@@ -13,7 +13,7 @@ routes with :meth:`json_route` / :meth:`http_route` and override
 from __future__ import annotations
 
 import time
-from typing import Any, Callable, Iterable, Optional, Sequence, TypeVar
+from typing import Any, Callable, Iterable, Optional, Sequence, TypeVar, cast
 
 from werkzeug.exceptions import HTTPException
 from werkzeug.routing import Map, Rule
@@ -51,8 +51,9 @@ class BusApp:
             self.at_start(self.install_schema)
         self.dispatcher = Dispatcher(
             self.database,
-            retention=settings.retention,
-            gc_interval=settings.gc_interval,
+            # Filled in by Settings.__post_init__ when not given.
+            retention=cast(float, settings.retention),
+            gc_interval=cast(float, settings.gc_interval),
             hold_back_gaps=settings.hold_back_gaps,
             shared_reads=settings.shared_reads,
         )

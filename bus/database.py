@@ -13,7 +13,7 @@ import queue
 import select
 import threading
 import time
-from typing import Any, Callable, Iterator, Optional, TypeVar, Union
+from typing import Any, Callable, Iterator, Literal, Optional, TypeVar, Union
 from contextlib import contextmanager
 
 import psycopg2
@@ -434,7 +434,7 @@ class Transaction:
                 raise RolledBack(_ROLLED_BACK)
         self._committed = True
 
-    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> bool:
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> Literal[False]:
         conn = self._conn
         assert conn is not None
         lost = exc_type is not None and _connection_lost(exc, conn)

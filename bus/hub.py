@@ -124,7 +124,7 @@ class Hub:
         """Wake every audience listening to one of ``channels``."""
         with self._lock:
             woken = {a for c in channels for a in self._listening.get(c, ())}
-            events = []
+            events: list[threading.Event] = []
             for audience in woken:
                 events.extend(audience.events.values())
                 audience.events = {}

@@ -8,7 +8,7 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.9",
     packages=find_packages(include=["bus", "bus.*", "mail", "mail.*"]),
-    package_data={"mail": ["static/*"]},
+    package_data={"mail": ["static/*", "static/bus/*"]},
     install_requires=[
         "psycopg2-binary>=2.9",
         "werkzeug>=2.3",
@@ -20,6 +20,7 @@ setup(
     extras_require={
         "test": ["pytest>=7", "requests>=2.28", "PyYAML>=6", "playwright>=1.40", "gunicorn>=21"],
         "bench": ["uvloop>=0.17", "py-spy>=0.3", "gunicorn>=21"],
+        "gunicorn": ["gunicorn>=21"],
     },
     entry_points={
         "console_scripts": [

@@ -7,8 +7,14 @@ Modes: ``default`` (Settings defaults), ``no-holdback`` (shared reads, but
 every visible row taken as final), ``odoo`` (what ``--odoo-mode`` sets: no
 hold-back, one query per woken poller).
 
-Stopped with SIGINT (gevent hands the KeyboardInterrupt to the server loop,
-so the app closes its connections). Usage: python -m bench.app_server --db-url URL --port P [--mode M] [--poll-timeout S]
+Several of these may serve one port, as ``--workers N`` runs the bus
+(``--reuse-port``). A request to that port lands on any of them, so each
+can also answer ``/bench/stats``, and nothing else, on a port of its own
+(``--stats-port``): a benchmark reads every worker's counters there.
+
+Stopped with SIGTERM: parked polls are answered and the app closes its
+connections. Usage: python -m bench.app_server --db-url URL --port P [--mode M] [--poll-timeout S]
+[--reuse-port] [--stats-port P]
 """
 from __future__ import annotations
 
@@ -20,7 +26,10 @@ import argparse  # noqa: E402
 import json  # noqa: E402
 import logging  # noqa: E402
 import sys  # noqa: E402
+from typing import Callable, Iterable  # noqa: E402
 
+import gevent  # noqa: E402
+from gevent.pywsgi import WSGIServer  # noqa: E402
 from werkzeug.wrappers import Request, Response  # noqa: E402
 
 from bus.app import BusApp, create_app  # noqa: E402
@@ -33,20 +42,39 @@ MODES = {
 }
 
 
+def stats(app: BusApp) -> Response:
+    """The process's own counters, as JSON."""
+    dispatcher = app.dispatcher
+    return Response(json.dumps({
+        "statements": app.database.statements.value,
+        "reads": dispatcher.reads,
+        "waiters": dispatcher.waiter_count,
+        "position": dispatcher.position,
+    }), mimetype="application/json")
+
+
 def add_stats_route(app: BusApp) -> None:
     """``GET /bench/stats``: the process's own counters. A route of the app
     rather than a wrapper around it, so parked polls keep the stack depth
     they have in production."""
 
     @app.http_route("/bench/stats")
-    def stats(request: Request) -> Response:
-        dispatcher = app.dispatcher
-        return Response(json.dumps({
-            "statements": app.database.statements.value,
-            "reads": dispatcher.reads,
-            "waiters": dispatcher.waiter_count,
-            "position": dispatcher.position,
-        }), mimetype="application/json")
+    def route(request: Request) -> Response:
+        return stats(app)
+
+
+def serve_stats(app: BusApp, port: int) -> None:
+    """Answer ``/bench/stats`` on ``port`` too, from a greenlet started
+    before the app's server: it runs only once that server has bound the
+    shared port and waits in its loop, so a stats port that answers means
+    this worker takes its share of the shared port's connections."""
+
+    def stats_only(environ: dict, start_response: Callable) -> Iterable[bytes]:
+        if Request(environ).path != "/bench/stats":
+            return Response(status=404)(environ, start_response)
+        return stats(app)(environ, start_response)
+
+    gevent.spawn(WSGIServer(("127.0.0.1", port), stats_only, log=None).serve_forever)
 
 
 def main(argv: list[str]) -> None:
@@ -55,14 +83,16 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--mode", choices=sorted(MODES), default="default")
     parser.add_argument("--poll-timeout", type=float, default=600.0)
+    parser.add_argument("--reuse-port", action="store_true", help="bind with SO_REUSEPORT, next to other workers")
+    parser.add_argument("--stats-port", type=int, help="also answer /bench/stats, alone, on this port")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     app = create_app(args.db_url, timeout=args.poll_timeout, **MODES[args.mode])
     try:
         add_stats_route(app)
-        serve_gevent(app, "127.0.0.1", args.port)
-    except KeyboardInterrupt:
-        pass
+        if args.stats_port is not None:
+            serve_stats(app, args.stats_port)
+        serve_gevent(app, "127.0.0.1", args.port, on_shutdown=app.drain, reuse_port=args.reuse_port)
     finally:
         app.close()
 

@@ -84,23 +84,34 @@ def bus_row_count(url: str) -> int:
 
 
 def postgres_cpu_seconds(url: str) -> Optional[float]:
-    """CPU seconds the PostgreSQL server behind ``url`` has used so far: its
-    postmaster, the backends still running and those that exited (the kernel
-    adds a reaped child's time to its parent's). Read from /proc, so only for
-    a server on this machine; None otherwise. On a shared server it counts
-    everyone's work."""
+    """CPU seconds the PostgreSQL server behind ``url`` has used so far (see
+    :func:`postmaster_cpu_seconds`); None unless it runs on this machine."""
+    postmaster = postmaster_pid(url)
+    return None if postmaster is None else postmaster_cpu_seconds(postmaster)
+
+
+def postmaster_pid(url: str) -> Optional[int]:
+    """The process id of the postmaster behind ``url``, if it runs on this
+    machine (as seen from /proc); None otherwise."""
     conn = psycopg2.connect(url)
     try:
         with conn.cursor() as cr:
             cr.execute("SELECT pg_backend_pid()")
             backend = cr.fetchone()[0]
         try:
-            postmaster = int(_stat(backend)[1])
-            fields = _stat(postmaster)
+            return int(_stat(backend)[1])
         except (OSError, ValueError):
             return None
     finally:
         conn.close()
+
+
+def postmaster_cpu_seconds(postmaster: int) -> float:
+    """CPU seconds of a PostgreSQL server: its postmaster, the backends still
+    running and those that exited (the kernel adds a reaped child's time to
+    its parent's). Reads /proc only, so that measuring costs the server
+    nothing. On a shared server it counts everyone's work."""
+    fields = _stat(postmaster)
     ticks = sum(int(fields[i]) for i in (11, 12, 13, 14))
     for entry in os.listdir("/proc"):
         if entry.isdigit():

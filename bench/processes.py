@@ -12,7 +12,6 @@ import time
 from pathlib import Path
 from typing import Optional
 
-from bus.embedded_postgres import interrupt
 
 REPO = Path(__file__).resolve().parent.parent
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -61,11 +60,14 @@ def rss_kib(pid: int) -> int:
 
 
 class ServerProcess:
-    """One server under test, listening on 127.0.0.1:``port``."""
+    """One server under test, listening on 127.0.0.1:``port``; its counters
+    are on ``stats_port``, which is ``port`` unless the server shares that
+    with others. It counts as started once ``stats_port`` answers."""
 
-    def __init__(self, argv: list[str], port: int, name: str) -> None:
+    def __init__(self, argv: list[str], port: int, name: str, *, stats_port: Optional[int] = None) -> None:
         self.name = name
         self.port = port
+        self.stats_port = port if stats_port is None else stats_port
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         # The server's output goes to a file, shown only if it fails: a clean
         # stop interrupts parked requests, and gevent reports each of them.
@@ -89,12 +91,12 @@ class ServerProcess:
                 raise RuntimeError(f"{self.name} exited with {self.process.returncode} at start-up:\n"
                                    + self.output()[-3000:])
             try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                socket.create_connection(("127.0.0.1", self.stats_port), timeout=1).close()
                 return
             except OSError:
                 time.sleep(0.05)
         self.stop()
-        raise RuntimeError(f"{self.name} did not listen on port {self.port} within {timeout}s")
+        raise RuntimeError(f"{self.name} did not listen on port {self.stats_port} within {timeout}s")
 
     def cpu_seconds(self) -> float:
         return cpu_seconds(self.pid)
@@ -103,7 +105,16 @@ class ServerProcess:
         return rss_kib(self.pid)
 
     def stop(self, timeout: float = 10.0) -> None:
-        interrupt(self.process, timeout)
+        """SIGTERM, which servers handle even when started with SIGINT
+        ignored (as a background job is); SIGKILL after ``timeout``."""
+        if self.process.poll() is not None:
+            return
+        self.process.terminate()
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
 
     def __enter__(self) -> "ServerProcess":
         return self
@@ -116,12 +127,19 @@ class ServerProcess:
 
 
 def start_bus(db_url: str, mode: str = "default", *, port: Optional[int] = None,
-              poll_timeout: float = 600.0) -> ServerProcess:
-    """The library under gevent (bench/app_server.py) in one of its modes."""
+              poll_timeout: float = 600.0, shared: bool = False) -> ServerProcess:
+    """The library under gevent (bench/app_server.py) in one of its modes.
+
+    ``shared``: one of several workers on ``port`` (SO_REUSEPORT), with its
+    counters on a port of its own."""
     port = port or free_port()
     argv = [sys.executable, "-m", "bench.app_server", "--db-url", db_url, "--port", str(port),
             "--mode", mode, "--poll-timeout", str(poll_timeout)]
-    return ServerProcess(argv, port, f"bus ({mode})")
+    stats_port = None
+    if shared:
+        stats_port = free_port()
+        argv += ["--reuse-port", "--stats-port", str(stats_port)]
+    return ServerProcess(argv, port, f"bus ({mode})", stats_port=stats_port)
 
 
 def start_bare(port: Optional[int] = None) -> ServerProcess:

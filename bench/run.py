@@ -24,14 +24,14 @@ from typing import Callable
 
 from bus.embedded_postgres import find_bindir
 
-from . import db_load, fanout, latency, mail_throughput, scaleout, write_throughput
+from . import db_load, fanout, latency, mail_throughput, scaleout, workers, write_throughput
 from .report import Section
 
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 RUN_MARKER = "<!-- run -->"
 HEADER = """# imbus benchmark results
 
-Produced by `scripts/bench` (quick: N <= 1,000, under 2 minutes) or
+Produced by `scripts/bench` (quick: N <= 1,000, 2,000 on one port, under 2 minutes) or
 `scripts/bench --full`, which run `python -m bench.run`. Every figure is set
 against a baseline measured in the same run on the same machine; the raw
 tables are printed by each script under bench/ (run one alone with
@@ -72,6 +72,7 @@ def benchmarks(quick: bool) -> list[tuple[str, Callable[[], Section]]]:
     suite = [
         ("Write throughput", lambda: write_throughput.measure(quick=quick)),
         ("Fan-out and memory", lambda: fanout.measure(quick=quick)),
+        ("Workers on one port", lambda: workers.measure(quick=quick)),
         ("Write throughput over HTTP", lambda: mail_throughput.measure(quick=quick)),
         ("Latency", lambda: latency.measure(quick=quick)),
         ("Database load", lambda: db_load.measure(quick=quick)),

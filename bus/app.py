@@ -12,7 +12,8 @@ routes with :meth:`json_route` / :meth:`http_route` and override
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable, Optional, Sequence
+import time
+from typing import Any, Callable, Iterable, Optional, Sequence, TypeVar, cast
 
 from werkzeug.exceptions import HTTPException
 from werkzeug.routing import Map, Rule
@@ -21,12 +22,14 @@ from werkzeug.wrappers import Request, Response
 from . import controllers, schema
 from .channels import BROADCAST, Target, channel_with_db, cut_after_types, type_prefixes
 from .config import Settings, require_database_url
-from .database import Database
+from .cors import CORSPolicy
+from .database import Database, retry_until
 from .dispatcher import Dispatcher
-from .jsonrpc import serve_call
+from .jsonrpc import ServiceUnavailable, error_response, serve_call
 
 #: A route's view: a request in, a WSGI application (the answer) out.
 View = Callable[[Request], Callable[[dict, Callable], Iterable[bytes]]]
+T = TypeVar("T")
 
 
 class BusApp:
@@ -41,22 +44,34 @@ class BusApp:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        self.cors = CORSPolicy(settings.cors_origins)
+        self._startup_deadline = time.monotonic() + settings.startup_timeout
         self.database = Database(settings.database_url, maxconn=settings.pool_size)
         if settings.install_schema:
-            self.install_schema()
+            self.at_start(self.install_schema)
         self.dispatcher = Dispatcher(
             self.database,
-            retention=settings.retention,
-            gc_interval=settings.gc_interval,
+            # Filled in by Settings.__post_init__ when not given.
+            retention=cast(float, settings.retention),
+            gc_interval=cast(float, settings.gc_interval),
             hold_back_gaps=settings.hold_back_gaps,
             shared_reads=settings.shared_reads,
         )
-        self.dbname = self.database.dbname
+        self.dbname = self.at_start(lambda: self.database.dbname)
         self._resubscribe_prefixes = type_prefixes(self.resubscribe_types)
         self.url_map = Map()
         self._views: dict[str, View] = {}
         self._fixed: dict[tuple[str, str], View] = {}
+        #: Set by :meth:`drain`: the process is shutting down.
+        self.closing = False
         controllers.register(self)
+
+    def at_start(self, work: Callable[[], T]) -> T:
+        """Run start-up ``work`` that needs the database (installing tables,
+        loading a secret), retrying with back-off while the database is full,
+        starting up or out of reach, until ``startup_timeout`` seconds after
+        the application began to start."""
+        return retry_until(self._startup_deadline, work, "the database is not available at start-up")
 
     def install_schema(self) -> None:
         """Create the tables this application needs; subclasses add theirs."""
@@ -64,16 +79,21 @@ class BusApp:
 
     # -- routing --------------------------------------------------------------
 
-    def json_route(self, path: str) -> Callable:
-        """Register ``handler(request, params) -> result`` as a JSON-RPC route."""
+    def json_route(self, path: str, *, cors: bool = False) -> Callable:
+        """Register ``handler(request, params) -> result`` as a JSON-RPC route.
+
+        ``cors=True`` lets pages of the allowed origins (``Settings.cors_origins``)
+        call it from another site, as Odoo's ``cors="*"``; without it the
+        route is same-origin only.
+        """
         def decorator(handler: Callable[[Request, dict], Any]) -> Callable:
             max_body = self.settings.max_body
             if type(self).finish_response is BusApp.finish_response:
                 # Nobody touches the answer: skip building werkzeug's Response.
-                self._add(path, ["POST"], lambda request: serve_call(handler, request, max_body))
+                self._add(path, ["POST"], lambda request: serve_call(handler, request, max_body), cors)
             else:
                 self._add(path, ["POST"], lambda request: self.finish_response(
-                    request, serve_call(handler, request, max_body).response()))
+                    request, serve_call(handler, request, max_body).response()), cors)
             return handler
         return decorator
 
@@ -82,14 +102,18 @@ class BusApp:
         cookies that a handler asked for (mail sets its session cookie here)."""
         return response
 
-    def http_route(self, path: str, methods: Iterable[str] = ("GET",)) -> Callable:
-        """Register ``handler(request) -> Response`` as a plain HTTP route."""
+    def http_route(self, path: str, methods: Iterable[str] = ("GET",), *, cors: bool = False) -> Callable:
+        """Register ``handler(request) -> Response`` as a plain HTTP route
+        (``cors`` as for :meth:`json_route`)."""
         def decorator(handler: Callable[[Request], Response]) -> Callable:
-            self._add(path, list(methods), handler)
+            self._add(path, list(methods), handler, cors)
             return handler
         return decorator
 
-    def _add(self, path: str, methods: list[str], view: View) -> None:
+    def _add(self, path: str, methods: list[str], view: View, cors: bool = False) -> None:
+        if cors:
+            self._add(path, ["OPTIONS"], self.cors.preflight(methods))
+            view = self.cors.route(view, methods)
         endpoint = f"{len(self._views)}:{path}"
         self.url_map.add(Rule(path, endpoint=endpoint, methods=methods))
         self._views[endpoint] = view
@@ -120,6 +144,8 @@ class BusApp:
     # -- WSGI ----------------------------------------------------------------
 
     def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
+        if self.closing:
+            return _refuse_while_closing(environ, start_response)
         # Not stored back into the environ: that makes a reference cycle per
         # request, left for the cyclic collector, whose full passes over
         # thousands of parked polls stall the whole process for 100-300 ms.
@@ -132,12 +158,37 @@ class BusApp:
             response = view(request)
         except HTTPException as exc:
             response = exc.get_response(environ)
+        if self.closing:
+            # A parked poll released by drain(): its client must not send
+            # the next poll down a connection that is about to close.
+            start_response = _closing_connection(start_response)
         return response(environ, start_response)
 
-    def close(self) -> None:
-        """Release parked polls, stop the dispatcher and close connections."""
+    def drain(self) -> None:
+        """Begin a shutdown: parked polls answer now (with what they have,
+        usually nothing), and every request from here on is refused with a
+        JSON-RPC 503 and ``Connection: close``, so that a client re-polling
+        on a kept-alive connection learns to retry elsewhere instead of
+        meeting a half-closed server. Requests in flight finish normally;
+        the server then waits for their answers before it closes."""
+        self.closing = True
         self.dispatcher.stop()
+
+    def close(self) -> None:
+        """Drain, stop the dispatcher and close the pool's connections."""
+        self.drain()
         self.database.close()
+
+
+def _closing_connection(start_response: Callable) -> Callable:
+    def start(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+        return start_response(status, [*headers, ("Connection", "close")], exc_info)
+    return start
+
+
+def _refuse_while_closing(environ: dict, start_response: Callable) -> Iterable[bytes]:
+    answer = error_response(None, ServiceUnavailable("the server is shutting down; try again shortly"))
+    return answer(environ, _closing_connection(start_response))
 
 
 def create_app(database_url: Optional[str] = None, **options: Any) -> BusApp:

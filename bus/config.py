@@ -3,10 +3,12 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Optional
+from typing import Iterable, Optional, Union
 
 DEFAULT_TIMEOUT = 50.0
 DEFAULT_MAX_BODY = 1024 * 1024
+DEFAULT_MAX_POLL_CHANNELS = 500
+DEFAULT_MAX_CHANNEL_NAME = 256
 
 
 def database_url_from_env() -> Optional[str]:
@@ -33,9 +35,16 @@ def require_database_url(database_url: Optional[str]) -> str:
 class Settings:
     """Everything a bus application needs to know.
 
+    ``cors_origins`` are the origins whose pages may read the routes that
+    declare CORS (the poll): ``"*"``, any, as Odoo 15's ``cors="*"``; or the
+    exact origins (a string: comma-separated; empty: none). See ``bus.cors``.
+
     ``hold_back_gaps`` and ``shared_reads`` exist to measure what they buy:
     turned off, the bus behaves like Odoo 15 (it may skip a message committed
     out of id order, and every woken poller queries the database).
+    ``max_poll_channels`` and ``max_channel_name`` bound what one poll may
+    name, far above what a real client does: every named channel costs a
+    parked poll memory and its audience lookups for a minute.
     """
 
     database_url: str
@@ -43,10 +52,15 @@ class Settings:
     retention: Optional[float] = None  # default: twice the timeout
     gc_interval: Optional[float] = None  # default: the timeout
     max_body: int = DEFAULT_MAX_BODY
+    max_poll_channels: int = DEFAULT_MAX_POLL_CHANNELS
+    max_channel_name: int = DEFAULT_MAX_CHANNEL_NAME  # characters
     pool_size: int = 32
     hold_back_gaps: bool = True
     shared_reads: bool = True
     install_schema: bool = True
+    cors_origins: Union[str, Iterable[str]] = "*"
+    #: Seconds start-up waits for a database that is full or not up yet.
+    startup_timeout: float = 30.0
 
     def __post_init__(self) -> None:
         if self.retention is None:

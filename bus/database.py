@@ -12,7 +12,8 @@ import logging
 import queue
 import select
 import threading
-from typing import Any, Callable, Iterator, Optional, Union
+import time
+from typing import Any, Callable, Iterator, Literal, Optional, TypeVar, Union
 from contextlib import contextmanager
 
 import psycopg2
@@ -39,6 +40,41 @@ class RolledBack(Exception):
 
 
 _ROLLED_BACK = "the transaction was rolled back: one of its statements had failed"
+
+#: Errors after which the same work may well succeed a moment later: the
+#: server cannot be reached or is full, or it could not run a statement
+#: within the ``statement_timeout`` or ``lock_timeout`` that the database URL
+#: sets (another session holding a table locked, a server overloaded). They
+#: are the database's state, not the caller's mistake.
+RETRYABLE_ERRORS = (DatabaseUnavailable, psycopg2.errors.QueryCanceled, psycopg2.errors.LockNotAvailable)
+#: Seconds between two start-up attempts: doubling from the first to the most.
+RETRY_FIRST = 0.1
+RETRY_MAX = 2.0
+
+T = TypeVar("T")
+
+
+def retry_until(deadline: float, work: Callable[[], T], what: str) -> T:
+    """Run ``work``, again with back-off while it fails with one of the
+    :data:`RETRYABLE_ERRORS`, until ``deadline`` (a ``time.monotonic()``
+    value) has passed; then its last error is raised.
+
+    For a server's start-up: restarted while PostgreSQL is full ("too many
+    clients"), still starting up or not up yet, it would otherwise exit, and
+    its process manager restart it in a loop. Each retry is one log line.
+    """
+    delay = RETRY_FIRST
+    while True:
+        try:
+            return work()
+        except RETRYABLE_ERRORS as exc:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise
+            wait = min(delay, left)
+            _logger.warning("%s: %s; retrying in %.1fs", what, " ".join(str(exc).split()), wait)
+            time.sleep(wait)
+            delay = min(RETRY_MAX, delay * 2)
 
 
 class CountingCursor(psycopg2.extensions.cursor):
@@ -98,8 +134,9 @@ def _connection_lost(error: BaseException, conn: Optional[psycopg2.extensions.co
     """Whether ``error`` means the connection (or the server) is gone.
 
     psycopg2 raises deadlocks, serialization failures and statement timeouts
-    as ``OperationalError`` too; they leave a healthy connection and are the
-    caller's to handle, not a reason to answer "database unavailable".
+    as ``OperationalError`` too; they leave a healthy connection, which the
+    pool keeps, and reach the caller as they are (the HTTP layer answers
+    the timeouts as retryable: see :data:`RETRYABLE_ERRORS`).
     """
     if isinstance(error, psycopg2.InterfaceError):
         return True
@@ -397,7 +434,7 @@ class Transaction:
                 raise RolledBack(_ROLLED_BACK)
         self._committed = True
 
-    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> bool:
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> Literal[False]:
         conn = self._conn
         assert conn is not None
         lost = exc_type is not None and _connection_lost(exc, conn)

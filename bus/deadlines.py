@@ -27,6 +27,7 @@ anyway: it limits each wait, not the phase.
 """
 from __future__ import annotations
 
+import argparse
 import weakref
 from dataclasses import dataclass
 from time import monotonic
@@ -58,6 +59,28 @@ class Timeouts:
     def tick(self) -> float:
         """How often a clock must look to keep these deadlines."""
         return min(MAX_TICK, max(MIN_TICK, min(self.idle, self.head, self.body) / TICKS_PER_TIMEOUT))
+
+
+def add_options(parser: argparse.ArgumentParser) -> None:
+    """``--idle-timeout``, ``--head-timeout`` and ``--body-timeout``, for a
+    command that serves with gevent."""
+    defaults = Timeouts()
+    group = parser.add_argument_group("client deadlines, in seconds (gevent server only)")
+    group.add_argument("--idle-timeout", type=float, default=defaults.idle,
+                       help=f"for the next request on a kept-alive connection (default {defaults.idle:g})")
+    group.add_argument("--head-timeout", type=float, default=defaults.head,
+                       help=f"for a request's whole head (default {defaults.head:g})")
+    group.add_argument("--body-timeout", type=float, default=defaults.body,
+                       help=f"for a request's whole body (default {defaults.body:g})")
+
+
+def from_options(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Timeouts:
+    """The deadlines :func:`add_options` read; a usage error for one that is
+    not positive."""
+    try:
+        return Timeouts(idle=args.idle_timeout, head=args.head_timeout, body=args.body_timeout)
+    except ValueError as exc:
+        parser.error(str(exc))
 
 
 class Timed(Protocol):

@@ -1,13 +1,13 @@
-"""Waits and wakes: one dispatcher per process LISTENs on PostgreSQL and wakes
-the long-polls waiting on the channels that received notifications.
+"""Reads and feeds: one dispatcher per process LISTENs on PostgreSQL, reads
+the new rows and has the hub wake the polls of the channels they are on.
 
 On a NOTIFY the dispatcher reads the new rows *once* for the whole process,
 advances the no-gap watermark, keeps the final rows in a small in-memory
-window, and wakes only the waiters of the channels those rows are on. Woken
-pollers answer from memory, so the number of queries per notification does
-not grow with the number of pollers (Odoo 15 runs one query per woken poller).
-While commits flood in, it stops listening and reads on a short timer
-instead (see BUSY_NOTIFIES).
+window, and tells the hub (``bus/hub.py``, where polls wait) which channels
+have news. Woken pollers answer from memory, so the number of queries per
+notification does not grow with the number of pollers (Odoo 15 runs one
+query per woken poller). While commits flood in, it stops listening and
+reads on a short timer instead (see BUSY_NOTIFIES).
 
 The same code runs as a daemon thread or, once gevent has monkey-patched the
 process, as a greenlet: it only uses ``threading``, ``select`` and ``os``,
@@ -28,6 +28,7 @@ import psycopg2
 from . import models
 from .channels import NOTIFY_CHANNEL, OUTDATED_TYPE, Row, encode_entry, encode_message, parse_notify_payload
 from .database import DISCONNECT_ERRORS, CountingCursor, Database, DatabaseUnavailable
+from .hub import DEADLINE_TICK, Audience, Hub
 from .watermark import Watermark
 from .window import Window
 
@@ -42,6 +43,12 @@ READ_BATCH = 5_000
 #: doubles while the same gap stays open.
 GAP_RECHECK = 0.02
 GAP_RECHECK_MAX = 0.5
+#: A gap that has held the watermark at one position this long has the
+#: reader ask, before each further read, which transactions hold the bus
+#: writers' lock, and wait for those alone (see bus/watermark.py). Most gaps
+#: close within milliseconds as their writers commit, and a look at pg_locks
+#: briefly takes every lock partition of the server.
+ASK_WRITERS_AFTER = 0.1
 RECONNECT_FIRST = 0.1
 RECONNECT_MAX = 2.0
 #: A shared read answering this many notifications means commits come
@@ -54,38 +61,13 @@ RECONNECT_MAX = 2.0
 BUSY_NOTIFIES = 16
 QUIET_ROWS = 4
 BUSY_READ_INTERVAL = 0.005
-#: Parked polls time out on a shared clock ticking this often (a poll's
-#: answer may come up to two ticks after its timeout), not on one timer each.
-DEADLINE_TICK = 0.05
 #: How the listening connection shows in ``pg_stat_activity``.
 APPLICATION_NAME = "imbus-dispatcher"
 
 
-class Audience:
-    """The parked polls listening to one same set of channels.
-
-    They share wake-up events, one per clock tick in which some of them
-    time out, and, for a given ``last``, one answer: when one message wakes
-    10,000 polls of the same channels, the answer is collected once and a
-    parked poll costs no object of its own, not even a timer. A wake-up sets
-    and forgets every event of the audience, so a poll that takes its event
-    before it reads can never sleep through a wake-up that came after its
-    read.
-    """
-
-    __slots__ = ("channels", "events", "size", "answer")
-
-    def __init__(self, channels: frozenset[str]) -> None:
-        self.channels = channels
-        #: tick at which its polls time out -> the event they wait on
-        self.events: dict[int, threading.Event] = {}
-        self.size = 0
-        #: The last answer collected: (last, position, entries).
-        self.answer: Optional[tuple[int, int, Sequence[bytes]]] = None
-
-
 class Dispatcher:
-    """The process's single listener, reader and waiter registry."""
+    """The process's single listener and reader; it feeds the hub, where
+    the polls wait."""
 
     def __init__(
         self,
@@ -109,18 +91,20 @@ class Dispatcher:
         self.window = Window(cache_size)
         #: The last id this process has read and taken as final.
         self.position = 0
-        self._audiences: dict[frozenset[str], Audience] = {}
-        self._listening: dict[str, set[Audience]] = {}
-        # tick -> audiences with polls that time out then; kept by _expire()
-        self._expiring: dict[int, set[Audience]] = {}
-        self._anything_expiring = threading.Event()
-        self._lock = threading.Lock()
+        #: Where the polls wait: fed by this dispatcher, it never calls back.
+        self.hub = Hub()
+        self._lock = threading.Lock()  # guards starting, stopping and the pipe
         self._thread: Optional[threading.Thread] = None
         self._ready = threading.Event()
         self._stopping = False
         self._wakeup_r, self._wakeup_w = os.pipe()
         self._pipe_closed = False
         self.reads = 0  # shared reads done, for tests and benchmarks
+        #: This process's row among the readers garbage collection waits
+        #: for (see models.register_reader); None in Odoo 15 mode.
+        self._reader: Optional[int] = None
+        #: (position, since when) while a gap holds the watermark there.
+        self._held_since: Optional[tuple[int, float]] = None
         #: False while commits come so fast that the dispatcher reads on a
         #: timer instead of listening (see BUSY_NOTIFIES).
         self.listening = True
@@ -134,9 +118,7 @@ class Dispatcher:
             return
         with self._lock:
             if self._thread is None and not self._stopping:
-                # The clock is a thread of its own: timeouts never wait on
-                # the database, even while the dispatcher reconnects.
-                threading.Thread(target=self._keep_time, name="imbus-deadlines", daemon=True).start()
+                self.hub.start()
                 thread = threading.Thread(target=self._run, name="imbus-dispatcher", daemon=True)
                 thread.start()
                 self._thread = thread
@@ -151,10 +133,7 @@ class Dispatcher:
             # pipe once it has seen ``_stopping``: the pipe is open here.
             if not self._pipe_closed:
                 os.write(self._wakeup_w, b"x")
-            events = [event for audience in self._audiences.values() for event in audience.events.values()]
-        self._anything_expiring.set()  # lets the clock see _stopping
-        for event in events:
-            event.set()
+        self.hub.stop()
         if self._thread is not None:
             self._thread.join(timeout)
         else:
@@ -186,32 +165,37 @@ class Dispatcher:
         missed. The entries returned may be shared with other polls: do not
         modify them.
         """
+        if self._stopping:
+            # Shutting down: nothing will wake this poll, and a dispatcher
+            # that never started would make it wait for a connection.
+            return []
         self.start()
         if not self._ready.wait(5.0):
             raise DatabaseUnavailable("the bus is not connected to the database yet")
         channels = frozenset(channels)
+        hub = self.hub
         if self.shared_reads and 0 < last < self.position and last >= self.window.floor and not self._stopping:
             # Behind the process's position, within the window, a poll may
             # have news already: then it answers from memory without joining
             # an audience, which costs three lock round trips, and under load
             # most polls are such polls.
-            entries = self._collect(channels, last, self._audiences.get(channels))
+            entries = self._collect(channels, last, hub.audience(channels))
             if entries:
                 return entries
         deadline = time.monotonic() + timeout
         tick = math.ceil(deadline / DEADLINE_TICK)
-        audience = self._join(channels)
+        audience = hub.join(channels)
         channels = audience.channels  # the caller's copy is not kept while parked
         try:
-            event = self._event(audience, tick)
+            event = hub.event(audience, tick)
             entries, last = self._catch_up(audience, last, timeout)
             while not entries and not peek and not self._stopping and time.monotonic() < deadline:
                 event.wait()
-                event = self._event(audience, tick)
+                event = hub.event(audience, tick)
                 entries, last = self._catch_up(audience, last, timeout)
             return [] if self._stopping else entries
         finally:
-            self._leave(audience)
+            hub.leave(audience)
 
     def _catch_up(self, audience: Audience, last: int, timeout: float) -> tuple[Sequence[bytes], int]:
         """The entries after ``last``, and the ``last`` to wait from when
@@ -252,86 +236,10 @@ class Dispatcher:
         upto = self.position if self.shared_reads else None
         return models.fetch(self.database, sorted(channels), last, upto)
 
-    def _join(self, channels: frozenset[str]) -> Audience:
-        with self._lock:
-            audience = self._audiences.get(channels)
-            if audience is None:
-                audience = self._audiences[channels] = Audience(channels)
-                for channel in channels:
-                    self._listening.setdefault(channel, set()).add(audience)
-            audience.size += 1
-            return audience
-
-    def _event(self, audience: Audience, tick: int) -> threading.Event:
-        """The event a poll of ``audience`` timing out at ``tick`` waits on,
-        set by the next wake-up of the audience or by the clock at ``tick``.
-
-        Read without the lock first: after a wake-up, 10,000 woken polls of
-        one audience come here before their catch-up read, and only the
-        first of each tick needs to create the event. An event read from a
-        dictionary a wake-up is replacing is one that wake-up sets."""
-        event = audience.events.get(tick)
-        if event is not None:
-            return event
-        with self._lock:
-            event = audience.events.get(tick)
-            if event is None:
-                event = audience.events[tick] = threading.Event()
-                self._expiring.setdefault(tick, set()).add(audience)
-                self._anything_expiring.set()
-            return event
-
-    def _keep_time(self) -> None:
-        while not self._stopping:
-            try:
-                self._anything_expiring.wait()
-                time.sleep(DEADLINE_TICK)
-                self._expire(time.monotonic())
-            except Exception:
-                # Parked polls wait on nothing else: the clock must go on.
-                _logger.exception("bus deadline clock failed; going on")
-
-    def _expire(self, now: float) -> None:
-        """Set the events of every tick that has passed."""
-        events = []
-        with self._lock:
-            for tick in [t for t in self._expiring if t * DEADLINE_TICK <= now]:
-                for audience in self._expiring.pop(tick):
-                    event = audience.events.pop(tick, None)
-                    if event is not None:
-                        events.append(event)
-            if not self._expiring:
-                self._anything_expiring.clear()
-        for event in events:
-            event.set()
-
-    def _leave(self, audience: Audience) -> None:
-        with self._lock:
-            audience.size -= 1
-            if audience.size:
-                return
-            del self._audiences[audience.channels]
-            for channel in audience.channels:
-                audiences = self._listening[channel]
-                audiences.discard(audience)
-                if not audiences:
-                    del self._listening[channel]
-
     @property
     def waiter_count(self) -> int:
         """How many polls are parked or being answered."""
-        with self._lock:
-            return sum(audience.size for audience in self._audiences.values())
-
-    def _wake(self, channels: Iterable[str]) -> None:
-        with self._lock:
-            woken = {a for c in channels for a in self._listening.get(c, ())}
-            events = []
-            for audience in woken:
-                events.extend(audience.events.values())
-                audience.events = {}
-        for event in events:
-            event.set()
+        return self.hub.waiter_count
 
     # -- the listening loop --------------------------------------------------
 
@@ -356,6 +264,10 @@ class Dispatcher:
                     # anyway; starting there spares the first read a gap.
                     self.position = self.watermark.position = models.gc_floor(self.database)
                     self.window.floor = self.position
+                if self.shared_reads:
+                    # While this connection lives, no process collects a
+                    # row this one has not taken as final.
+                    self._reader = models.register_reader(cr, self.watermark.position)
                 # Anything committed while nobody listened is read now, and
                 # its waiters woken, instead of waiting for the next NOTIFY.
                 self._refresh(cr, everything=True)
@@ -392,7 +304,8 @@ class Dispatcher:
             now = time.monotonic()
             refresh = False
             if now >= next_gc:
-                self.gc_floor = models.collect_garbage(self.database, self.retention)
+                position = self.watermark.position if self._reader is not None else None
+                self.gc_floor = models.collect_garbage(self.database, self.retention, position, self._reader)
                 next_gc = now + self.gc_interval
                 # Also a safety net: rows whose NOTIFY was lost (a writer that
                 # died right after COMMIT) are read at the latest now.
@@ -445,29 +358,52 @@ class Dispatcher:
         if not self.shared_reads:
             # Odoo 15's way: wake the named channels (or all, after an outage)
             # and let every poller query the database for itself.
-            if everything:
-                with self._lock:
-                    channels = list(self._listening)
-            self._wake(channels)
+            self.hub.wake(self.hub.channels() if everything else channels)
             return 0
         touched: set[str] = set()
         found = 0
+        writers = self._writers(cr)
         while True:
             result = models.read_after(cr, self.watermark.position, READ_BATCH)
             self.reads += 1
             found += len(result.rows)
             self.gc_floor = max(self.gc_floor, result.gc_floor)
+            # Asked before this read, so good for it alone: a later read may
+            # see gaps first seen in this one.
+            writing = None if writers is None else result.running_among(writers)
+            writers = None
             final = self.watermark.advance(result.rows, result.running, result.xmax,
-                                           lambda: models.draw_transaction_id(cr))
+                                           lambda: models.draw_transaction_id(cr), writing)
             if final:
-                self._remember(final)
+                self._publish(final)
                 touched.update(channel for _, channel, _ in final)
             if len(result.rows) < READ_BATCH or not final:
                 break
+        self._track_hold()
         if touched:
-            self._wake(touched)
+            # Once per refresh, however many reads it took: the hub is told
+            # only which channels have news, never the rows.
+            self.hub.wake(touched)
         return found
 
-    def _remember(self, rows: Sequence[Row]) -> None:
-        self.window.add(rows)
-        self.position = rows[-1][0]
+    def _writers(self, cr: psycopg2.extensions.cursor) -> Optional[frozenset[int]]:
+        """Who holds the bus writers' lock now, or None (not asked) unless a
+        gap has held the watermark for ASK_WRITERS_AFTER already."""
+        held = self._held_since
+        if held is None or held[0] != self.watermark.position or time.monotonic() - held[1] < ASK_WRITERS_AFTER:
+            return None
+        return models.bus_writers(cr)
+
+    def _track_hold(self) -> None:
+        """Note since when a gap holds the watermark at its position."""
+        if not self.watermark.blocked:
+            self._held_since = None
+        elif self._held_since is None or self._held_since[0] != self.watermark.position:
+            self._held_since = (self.watermark.position, time.monotonic())
+
+    def _publish(self, final: Sequence[Row]) -> None:
+        """Make one read's final rows readable by polls: into the window,
+        then the position moves past them. Every final row passes here once,
+        in id order, before the hub wakes any poll for it."""
+        self.window.add(final)
+        self.position = final[-1][0]

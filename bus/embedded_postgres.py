@@ -86,8 +86,11 @@ class EmbeddedPostgres:
 
     def __init__(self, datadir: Optional[Path] = None, *, port: Optional[int] = None, durable: bool = True,
                  settings: Optional[dict[str, str]] = None) -> None:
-        self._tmp = None if datadir else tempfile.mkdtemp(prefix="imbus-pg-")
-        self.datadir = Path(datadir) if datadir else Path(self._tmp) / "data"
+        self._tmp: Optional[Path] = None
+        if datadir is None:
+            self._tmp = Path(tempfile.mkdtemp(prefix="imbus-pg-"))
+            datadir = self._tmp / "data"
+        self.datadir = Path(datadir)
         self.port = port or _free_port()
         self.durable = durable
         self.settings = settings or {}

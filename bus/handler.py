@@ -33,6 +33,8 @@ for other deadlines than the defaults. Next to pywsgi's own handler it:
   ``environ[bus.jsonrpc.GATHERED_WRITE]``. Not over TLS: an SSL socket has
   no ``sendmsg``, and there pywsgi writes as it always does;
 * formats the Date header once a second, not once an answer;
+* closes the connection of a request that a stopping server cuts off
+  (its grace period ran out), where pywsgi would answer a plain-text 500;
 * formats no access-log line for a server that has no access log.
 """
 from __future__ import annotations
@@ -43,6 +45,7 @@ import time
 from socket import SHUT_RD, SHUT_WR
 from typing import BinaryIO, ClassVar, Optional
 
+from gevent import GreenletExit
 from gevent.pywsgi import MAX_REQUEST_LINE, WSGIHandler, format_date_time
 from gevent.socket import socket as GeventSocket
 from gevent.ssl import SSLSocket
@@ -281,6 +284,14 @@ class Handler(WSGIHandler):
             if self.code > 0:
                 self.code = -self.code
             raise
+
+    def handle_error(self, t: type, v: BaseException, tb: object) -> None:
+        if issubclass(t, GreenletExit):
+            # The server is stopping and ends what outlived its grace period:
+            # the client sees the connection close, which it can retry on.
+            self.close_connection = True
+            return
+        super().handle_error(t, v, tb)
 
     def log_request(self) -> None:
         # With log=None pywsgi still formats a line for every request (the

@@ -1,9 +1,15 @@
 """JSON-RPC 2.0 over HTTP, the way Odoo 15's ``type="json"`` routes speak it.
 
 A request is ``{"jsonrpc": "2.0", "method": "call", "params": {...}, "id": ...}``;
-the answer carries either ``result`` or ``error``. Errors never include a
-traceback: the client gets a code, a message and a short ``data`` object,
-and the server log gets the details.
+the answer carries either ``result`` or ``error``. An error the application
+decides on goes out as Odoo 15 sends it, so that Odoo's own web client shows
+it: HTTP 200, Odoo's ``code`` and ``message``, and a ``data`` object with
+Odoo's exception ``name`` (its client picks the dialog by it), ``message``,
+``arguments`` (the message again: its warning dialog shows ``arguments[0]``),
+``context`` and ``debug``. Odoo puts a traceback in ``debug``; here it stays
+empty, and the server log gets the details. Odoo's client takes any HTTP
+error status for a lost connection, so statuses are kept for what is one:
+a body it cannot read, a body too large, a database out of reach.
 """
 from __future__ import annotations
 
@@ -17,34 +23,76 @@ from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge
 from werkzeug.http import HTTP_STATUS_CODES
 from werkzeug.wrappers import Request, Response
 
-from .database import DatabaseUnavailable
+from .database import RETRYABLE_ERRORS
 
 _logger = logging.getLogger(__name__)
 
+#: Odoo 15's ``error.message`` for every server-side error of a JSON route.
+SERVER_ERROR = "Odoo Server Error"
+
 
 class RPCError(Exception):
-    """An error the client is meant to see."""
+    """An error the client is meant to see: ``message`` says what went wrong,
+    for a person; the class says which kind of error it is on the wire."""
 
-    code = -32000
+    code = 200
     http_status = 200
-    name = "server_error"
+    #: ``data.name``: an exception name Odoo's web client knows.
+    name = "odoo.exceptions.UserError"
+    #: ``error.message``, Odoo's heading for the kind; None: the message itself.
+    title: Optional[str] = SERVER_ERROR
     #: The answer says ``Connection: close``: the request's body is left
     #: unread, or cannot be read to its end, and the next request on the
     #: connection could not be told apart from its rest.
     close_connection = False
 
-    def __init__(self, message: str, data: Optional[dict] = None) -> None:
+    def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message
-        self.data = data
+
+
+class InvalidParams(RPCError):
+    """Parameters missing or of the wrong kind; Odoo's client shows the
+    message in its "Validation Error" dialog."""
+
+    name = "odoo.exceptions.ValidationError"
+
+
+class AccessDenied(RPCError):
+    """A wrong login or password, named as Odoo's own login refusal."""
+
+    name = "odoo.exceptions.AccessDenied"
+
+
+class SessionExpired(RPCError):
+    """Odoo's "log in again"; its client reacts to code 100 by showing the
+    login screen."""
+
+    code, name, title = 100, "odoo.http.SessionExpiredException", "Odoo Session Expired"
+
+
+class NotFound(RPCError):
+    """A record the caller may not see, whether it exists or not, so that a
+    stranger cannot tell "forbidden" from "does not exist". Odoo 15 sends
+    this one with HTTP 404, which its own client then reports as a lost
+    connection; the code and name are Odoo's, the status is 200."""
+
+    code, name, title = 404, "werkzeug.exceptions.NotFound", "404: Not Found"
+
+
+class InternalError(RPCError):
+    """A bug or an unexpected failure: a generic message and name (Odoo's
+    client shows its generic server error dialog); the details are logged."""
+
+    name = "builtins.Exception"
 
 
 class ParseError(RPCError):
-    code, http_status, name = -32700, 400, "parse_error"
+    code, http_status, name, title = -32700, 400, "parse_error", None
 
 
 class InvalidRequest(RPCError):
-    code, http_status, name = -32600, 400, "invalid_request"
+    code, http_status, name, title = -32600, 400, "invalid_request", None
 
 
 class UnreadableBody(InvalidRequest):
@@ -54,38 +102,13 @@ class UnreadableBody(InvalidRequest):
     close_connection = True
 
 
-class InvalidParams(RPCError):
-    code, http_status, name = -32602, 400, "invalid_params"
-
-
-class SessionExpired(RPCError):
-    """Odoo's code for "log in again"; its client reacts to 100."""
-
-    code, http_status, name = 100, 200, "session_expired"
-
-
-class AccessDenied(RPCError):
-    code, http_status, name = 403, 403, "access_denied"
-
-
-class NotFound(RPCError):
-    """Odoo answers 404 for records the caller may not see, so that a
-    stranger cannot tell "forbidden" from "does not exist"."""
-
-    code, http_status, name = 404, 404, "not_found"
-
-
 class PayloadTooLarge(RPCError):
-    code, http_status, name = 413, 413, "payload_too_large"
+    code, http_status, name, title = 413, 413, "payload_too_large", None
     close_connection = True
 
 
 class ServiceUnavailable(RPCError):
-    code, http_status, name = -32001, 503, "service_unavailable"
-
-
-class InternalError(RPCError):
-    code, http_status, name = -32603, 500, "internal_error"
+    code, http_status, name, title = -32001, 503, "service_unavailable", None
 
 
 #: A WSGI environ key a server sets to True when it writes a list body with
@@ -196,7 +219,8 @@ def result_response(request_id: Any, result: Any) -> JSONAnswer:
 
 
 def error_response(request_id: Any, error: RPCError) -> JSONAnswer:
-    payload = {"code": error.code, "message": error.message, "data": {"name": error.name, **(error.data or {})}}
+    data = {"name": error.name, "debug": "", "message": error.message, "arguments": [error.message], "context": {}}
+    payload = {"code": error.code, "message": error.title or error.message, "data": data}
     body = {"jsonrpc": "2.0", "id": request_id, "error": payload}
     answer = _ClosingAnswer if error.close_connection else JSONAnswer
     return answer([_encode(body).encode()], error.http_status)
@@ -208,6 +232,8 @@ def read_envelope(request: Request, max_body: int) -> dict:
         envelope = json.loads(_read_body(request, max_body))
     except (ValueError, UnicodeDecodeError):
         raise ParseError("the request body is not valid JSON") from None
+    except RecursionError:  # the decoder recurses once per nesting level
+        raise ParseError("the request body is nested too deep") from None
     if not isinstance(envelope, dict):
         raise InvalidRequest("a JSON-RPC request is a JSON object")
     return envelope
@@ -283,7 +309,7 @@ def serve_call(handler: Handler, request: Request, max_body: int) -> JSONAnswer:
         return result_response(request_id, handler(request, params))
     except RPCError as error:
         return error_response(request_id, error)
-    except DatabaseUnavailable as exc:
+    except RETRYABLE_ERRORS as exc:
         _logger.warning("database unavailable during %s: %s", request.path, exc)
         return error_response(request_id, ServiceUnavailable("the database is unavailable, try again shortly"))
     except Exception:

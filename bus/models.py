@@ -16,15 +16,26 @@ from .database import Database, Transaction, execute_prepared
 
 _PENDING = "bus.pending"
 
-# Both start with pg_current_xact_id(), which gives the transaction its id
-# *before* nextval() hands out bus ids. The dispatcher relies on it: a bus id
-# that is missing below a visible one then belongs to a transaction that
-# already had its id when the reader's snapshot was taken (see
-# bus/watermark.py). Two statements in one string still make one round trip,
-# and cost the server no more than the call folded into the INSERT's WHERE.
-_INSERT_ONE = "SELECT pg_current_xact_id(); INSERT INTO bus_bus (channel, message) VALUES (%s, %s)"
+#: The advisory lock (one bigint key) every bus writer holds, shared, from
+#: just before it draws bus ids until its transaction ends: while a gap is
+#: open, the reader waits only for the transactions that hold it (see
+#: bus/watermark.py), not for every transaction of the database.
+_WRITER_LOCK = 0x1B07
+
+# Both start by taking the writers' lock and pg_current_xact_id(), which gives
+# the transaction its id, *before* nextval() hands out bus ids. The
+# dispatcher relies on it: a bus id that is missing below a visible one then
+# belongs to a transaction that already had its id, and the lock, when the
+# reader's snapshot was taken (see bus/watermark.py). Two statements in one
+# string still make one round trip, and cost the server no more than the
+# calls folded into the INSERT's WHERE. The lock is shared: writers never
+# wait for each other.
+_INSERT_ONE = (
+    f"SELECT pg_advisory_xact_lock_shared({_WRITER_LOCK}), pg_current_xact_id();"
+    " INSERT INTO bus_bus (channel, message) VALUES (%s, %s)"
+)
 _INSERT_MANY = (
-    "SELECT pg_current_xact_id();"
+    f"SELECT pg_advisory_xact_lock_shared({_WRITER_LOCK}), pg_current_xact_id();"
     " INSERT INTO bus_bus (channel, message)"
     " SELECT c, m FROM unnest(%s::text[], %s::text[]) WITH ORDINALITY AS t(c, m, n) ORDER BY n"
 )
@@ -97,6 +108,12 @@ class ReadResult:
     xmax: int
     gc_floor: int
 
+    def running_among(self, writers: frozenset[int]) -> frozenset[int]:
+        """The transactions of ``running`` that are among ``writers`` (as
+        :func:`bus_writers` gives them: the 32 low bits of their ids, which
+        tell running transactions apart, since they are never 2^31 apart)."""
+        return frozenset(x for x in self.running if x & 0xFFFFFFFF in writers)
+
 
 _READ_AFTER = (
     "SELECT pg_current_snapshot()::text, g.last_deleted_id, b.id, b.channel, b.message"
@@ -120,6 +137,25 @@ def read_after(cr: psycopg2.extensions.cursor, after_id: int, limit: int) -> Rea
     running = frozenset(int(x) for x in xip.split(",")) if xip else frozenset()
     rows = [(row_id, channel, message) for _, _, row_id, channel, message in result if row_id is not None]
     return ReadResult(rows, running, int(xmax), gc_floor)
+
+
+# Each transaction holds an exclusive lock on its own id for as long as it
+# runs: joined on the virtual transaction, that names the holders of the
+# writers' lock by transaction id. pg_locks, unlike pg_stat_activity, shows
+# every role's locks.
+_BUS_WRITERS = (
+    "SELECT t.transactionid::text FROM pg_locks w JOIN pg_locks t ON t.virtualtransaction = w.virtualtransaction"
+    " WHERE w.locktype = 'advisory' AND w.granted AND w.classid = 0 AND w.objid = %s AND w.objsubid = 1"
+    " AND w.database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+    " AND t.locktype = 'transactionid' AND t.mode = 'ExclusiveLock' AND t.granted"
+)
+
+
+def bus_writers(cr: psycopg2.extensions.cursor) -> frozenset[int]:
+    """The transactions that hold the bus writers' lock now, by the 32 low
+    bits of their ids (``pg_locks`` shows ``xid``, not ``xid8``)."""
+    cr.execute(_BUS_WRITERS, (_WRITER_LOCK,))
+    return frozenset(int(xid) for xid, in cr.fetchall())
 
 
 def draw_transaction_id(cr: psycopg2.extensions.cursor) -> int:
@@ -160,15 +196,61 @@ def fetch(
         return cr.fetchall()
 
 
-def collect_garbage(database: Database, retention: float) -> int:
-    """Delete rows older than ``retention`` seconds; return the GC floor, the
-    highest id ever deleted, which tells pollers behind it they missed rows."""
+#: The advisory lock class a dispatcher's listening connection holds, with
+#: its ``bus_reader`` id as second key, for as long as the connection lives.
+#: PostgreSQL releases it when the session ends, however its process died,
+#: and ``pg_locks`` shows it to every role: live readers are told from dead
+#: ones exactly, with no heartbeat to wait out.
+_READER_LOCK = 0x1B06
+
+
+def register_reader(cr: psycopg2.extensions.cursor, position: int) -> int:
+    """Count the listening connection of ``cr`` (autocommit) among the
+    readers garbage collection waits for, at ``position``; returns its id.
+
+    One statement: the row commits with its lock already held, so no
+    collection can see the row without its lock and take it for dead."""
+    cr.execute("WITH r AS (INSERT INTO bus_reader (position) VALUES (%s) RETURNING id)"
+               " SELECT id, pg_advisory_lock(%s, id) FROM r", (position, _READER_LOCK))
+    return cr.fetchone()[0]
+
+
+# The UPDATE publishes the caller's position first; the rest, one statement
+# in the same implicit transaction, sees it. Readers whose lock is gone are
+# dead: their rows go, and they hold nothing back.
+_COLLECT_GARBAGE = """
+UPDATE bus_reader SET position = %(position)s WHERE id = %(reader)s;
+WITH live AS MATERIALIZED (
+    SELECT r.id, r.position FROM bus_reader r JOIN pg_locks l
+    ON l.locktype = 'advisory' AND l.granted AND l.classid = %(lock)s::oid AND l.objid = r.id::oid
+       AND l.objsubid = 2 AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+), dead AS (
+    DELETE FROM bus_reader WHERE id NOT IN (SELECT id FROM live)
+), gone AS (
+    DELETE FROM bus_bus
+    WHERE create_date < (now() AT TIME ZONE 'UTC') - make_interval(secs => %(retention)s)
+      AND id <= COALESCE(LEAST(%(position)s, (SELECT min(position) FROM live)), 9223372036854775807)
+    RETURNING id
+)
+UPDATE bus_gc SET last_deleted_id = GREATEST(last_deleted_id, (SELECT max(id) FROM gone))
+RETURNING last_deleted_id
+"""
+
+
+def collect_garbage(database: Database, retention: float, position: Optional[int] = None,
+                    reader: Optional[int] = None) -> int:
+    """Delete the rows older than ``retention`` seconds that every live
+    reader has taken as final; return the GC floor, the highest id ever
+    deleted, which tells pollers behind it they missed rows.
+
+    ``position`` and ``reader`` are the calling dispatcher's (None for one
+    that keeps no position, in Odoo 15 mode). Age alone is not enough: a
+    committed row held back behind a gap, or not yet read by a slower
+    process, may be older than the retention and still undelivered. A
+    reader's published position lags its real one by up to a collection
+    interval, which only makes collection wait longer.
+    """
     with database.cursor() as cr:
-        cr.execute(
-            "WITH gone AS (DELETE FROM bus_bus"
-            " WHERE create_date < (now() AT TIME ZONE 'UTC') - make_interval(secs => %s) RETURNING id)"
-            " UPDATE bus_gc SET last_deleted_id = GREATEST(last_deleted_id, (SELECT max(id) FROM gone))"
-            " RETURNING last_deleted_id",
-            (retention,),
-        )
+        cr.execute(_COLLECT_GARBAGE, {"retention": retention, "position": position, "reader": reader,
+                                      "lock": _READER_LOCK})
         return cr.fetchone()[0]

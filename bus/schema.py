@@ -19,6 +19,13 @@ CREATE TABLE IF NOT EXISTS bus_gc (
     last_deleted_id bigint NOT NULL DEFAULT 0
 );
 INSERT INTO bus_gc (singleton) VALUES (true) ON CONFLICT DO NOTHING;
+-- One row per dispatcher connection: the position its process had taken as
+-- final when it last said. Garbage collection deletes nothing above the
+-- lowest position of a live one (see bus.models.collect_garbage).
+CREATE TABLE IF NOT EXISTS bus_reader (
+    id serial PRIMARY KEY,
+    position bigint NOT NULL
+);
 """
 
 # Serialises concurrent start-ups: CREATE ... IF NOT EXISTS is not safe

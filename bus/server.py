@@ -2,11 +2,14 @@
 
 ``gevent`` is the production choice (thousands of parked polls in one
 process); ``threaded`` is Werkzeug's development server (one thread per
-parked poll). Under gunicorn use ``gunicorn -k gevent 'bus.app:create_app()'``.
+parked poll). Under gunicorn use ``gunicorn -k bus.gunicorn_worker.GeventWorker
+'bus.app:create_app()'``.
 
 Both servers stop cleanly on SIGTERM (what ``docker stop`` and process
-managers send): they stop accepting, call ``on_shutdown`` so the application
-can answer its parked polls at once, and give the answers in flight
+managers send) and on SIGINT (Ctrl-C) unless the process was started with
+SIGINT ignored, as a shell does for background jobs: they stop accepting,
+call ``on_shutdown`` so the application can answer its parked polls at once
+and refuse new requests (``BusApp.drain``), and give the answers in flight
 ``grace`` seconds to go out. Without that a parked poll would hold the
 process for a whole poll timeout, or be cut off without an answer.
 """
@@ -32,17 +35,26 @@ _IDLE_CHECK = 0.02
 
 
 def serve_gevent(app: Callable, host: str, port: int, *, on_shutdown: Optional[Callable[[], None]] = None,
-                 grace: float = GRACE, timeouts: Timeouts = Timeouts()) -> None:
+                 grace: float = GRACE, reuse_port: bool = False, timeouts: Timeouts = Timeouts()) -> None:
     """Serve with gevent's pywsgi; the process must be monkey-patched first.
-    ``timeouts`` are the deadlines of a client (:mod:`bus.deadlines`)."""
+
+    ``reuse_port`` binds with ``SO_REUSEPORT``, so that several processes
+    serve one port (``bus.workers``); ``timeouts`` are the deadlines of a
+    client (:mod:`bus.deadlines`)."""
     import gevent
+    from gevent import monkey
     from gevent.pool import Pool
     from gevent.pywsgi import WSGIServer
 
     from .handler import Handler
 
+    if not monkey.is_module_patched("socket"):
+        # Unpatched, one parked poll blocks the whole process.
+        raise RuntimeError("serve_gevent needs gevent's monkey.patch_all() before anything else is imported")
     listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuse_port:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     # Linux copies TCP_NODELAY to accepted sockets. Without it a small poll
     # answer on a keep-alive connection can wait ~40 ms for Nagle's timer.
     listener.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -54,15 +66,21 @@ def serve_gevent(app: Callable, host: str, port: int, *, on_shutdown: Optional[C
     server = WSGIServer(listener, tracked, spawn=Pool(), log=None, error_log=_logger,
                         handler_class=Handler.with_timeouts(timeouts))
 
+    stopping = []
+
     def shut_down() -> None:
-        _logger.info("SIGTERM: shutting down")
+        if stopping:
+            return
+        stopping.append(True)
+        _logger.info("shutting down")
         server.stop_accepting()
         if on_shutdown is not None:
             on_shutdown()
         tracked.wait_idle(grace)
         server.close()
 
-    gevent.signal_handler(signal.SIGTERM, gevent.spawn, shut_down)
+    for signum in stop_signals():
+        gevent.signal_handler(signum, gevent.spawn, shut_down)
     _logger.info("serving on http://%s:%d (gevent)", host, listener.getsockname()[1])
     # What is left once every answer is out are idle keep-alive connections
     # (a browser keeps one open): they are closed after this short wait.
@@ -77,8 +95,12 @@ def serve_threaded(app: Callable, host: str, port: int, *, on_shutdown: Optional
     tracked = _InFlight(app)
     server = make_server(host, port, tracked, threaded=True)
 
+    stopping = threading.Lock()
+
     def shut_down() -> None:
-        _logger.info("SIGTERM: shutting down")
+        if not stopping.acquire(blocking=False):
+            return
+        _logger.info("shutting down")
         if on_shutdown is not None:
             on_shutdown()
         server.shutdown()
@@ -88,13 +110,24 @@ def serve_threaded(app: Callable, host: str, port: int, *, on_shutdown: Optional
     # thread install handlers; a server run from another thread is stopped
     # by whoever started it.
     if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, lambda signum, frame: threading.Thread(target=shut_down, daemon=True).start())
+        for signum in stop_signals():
+            signal.signal(signum, lambda signum, frame: threading.Thread(target=shut_down, daemon=True).start())
     _logger.info("serving on http://%s:%d (threaded)", host, server.server_port)
     try:
         server.serve_forever()
         tracked.wait_idle(grace)
     finally:
         server.server_close()
+
+
+def stop_signals() -> list[int]:
+    """SIGTERM, and SIGINT unless the process inherited it ignored: a shell
+    starts background jobs that way so that Ctrl-C spares them, and such a
+    process is stopped with SIGTERM."""
+    signals = [signal.SIGTERM]
+    if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
+        signals.append(signal.SIGINT)
+    return signals
 
 
 class _InFlight:

@@ -22,14 +22,32 @@ above a gap are held back until the gap is proven closed:
 * When none of the owners runs any more, the gap has either filled (its rows
   are visible) or never will (they rolled back), and the watermark moves on.
 
+"Running" would include every transaction of the database, a ten-minute
+import that never touches the bus included: a gap whose writer rolled back
+would then hold every later row back until the import ends. So the possible
+owners are narrowed to bus writers. Every writer takes a transaction-level
+advisory lock (shared, one fixed key) before it draws bus ids, and holds it
+until its transaction ends (``models._INSERT_ONE``). While a gap stays
+open, the reader asks which transactions hold that lock (``writing``) *after*
+the read in which the gap was first seen and *before* the read it passes
+``writing`` with. An owner X of a missing id drew it before the first
+sighting (a higher id was already visible), so it took the lock before; if
+X still runs at this read's snapshot, it ran when ``writing`` was asked, so
+it held the lock then: X is in ``writing``. A running transaction missing
+from ``writing`` owns none of the gap, and is not waited for. A gap first
+seen in this very read gets no such narrowing: its owners may have taken the
+lock after ``writing`` was asked. The horizon still decides which unlisted
+ids may be owners; ``writing`` only drops the running ones that are not.
+
 The cost lands on the reader, once per process per wake-up, and only while a
-gap is open: one horizon (one short transaction) per newly seen gap. Writers
-pay nothing beyond taking their transaction id a moment earlier.
+gap is open: one horizon (one short transaction) per newly seen gap, and a
+look at the lock table while one stays open. Writers pay nothing beyond
+taking their transaction id and the shared lock a moment earlier.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Callable, Optional, Sequence
 
 from .channels import Row
 
@@ -74,7 +92,7 @@ class Watermark:
         self._gaps: list[tuple[int, int, Owners]] = []
 
     def advance(self, rows: Sequence[Row], running: frozenset[int], xmax: int,
-                horizon: Callable[[], int]) -> list[Row]:
+                horizon: Callable[[], int], writing: Optional[frozenset[int]] = None) -> list[Row]:
         """Take one read and return the rows now final.
 
         ``rows`` are every visible row after ``position``, in id order, read in
@@ -82,6 +100,10 @@ class Watermark:
         is ``xmax``. ``horizon()`` returns a transaction id drawn now (after
         that snapshot); it is called only when a gap is seen for the first
         time, and its transaction must have completed before the next read.
+        ``writing``, when given, are the transactions of ``running`` that
+        held the bus writers' lock at a moment after the previous read and
+        before this one's snapshot; gaps seen before this read wait only for
+        them.
         """
         final: list[Row] = []
         expected = self.position + 1
@@ -94,7 +116,7 @@ class Watermark:
             if row_id > expected and self.hold_back_gaps:
                 if fresh_owners is None and not self._covered(expected, row_id - 1):
                     fresh_owners = Owners(running, xmax, horizon())
-                if self._still_open(expected, row_id - 1, running, fresh_owners):
+                if self._still_open(expected, row_id - 1, running, fresh_owners, writing):
                     self.blocked = True
                     break
             final.append(row)
@@ -109,13 +131,16 @@ class Watermark:
         covered = sum(min(g_hi, hi) - max(g_lo, lo) + 1 for g_lo, g_hi, _ in self._gaps if g_hi >= lo and g_lo <= hi)
         return covered >= hi - lo + 1
 
-    def _still_open(self, lo: int, hi: int, running: frozenset[int], fresh: Owners | None) -> bool:
+    def _still_open(self, lo: int, hi: int, running: frozenset[int], fresh: Owners | None,
+                    writing: Optional[frozenset[int]]) -> bool:
         """Decide the gap [lo, hi] and remember it while it may still fill.
 
         A gap seen before keeps the owners of its first sighting (the precise
         ones); ids seen missing for the first time add this read's owners. A
         gap first seen in this very read is open: its unlisted owners cannot
-        be told apart from newer transactions until the horizon completes.
+        be told apart from newer transactions until the horizon completes. A
+        gap seen before waits for its owners that still run and, when
+        ``writing`` is known, hold the writers' lock.
         """
         owners = None
         kept = []
@@ -132,7 +157,7 @@ class Watermark:
         if new and (owners.listed or owners.unlisted_from < owners.unlisted_to):
             self._gaps = kept + [(lo, hi, owners)]
             return True
-        if not new and owners.any_running(running):
+        if not new and owners.any_running(running if writing is None else writing):
             self._gaps = kept + [(lo, hi, owners)]
             return True
         self._gaps = kept

@@ -46,11 +46,11 @@ class MailApp(BusApp):
         self.max_message_body = max_message_body
         self.static_dir = Path(static_dir) if static_dir else STATIC_DIR
         super().__init__(settings)
-        self.sessions = SessionCodec(load_secret(self.database, secret_key))
+        self.sessions = SessionCodec(self.at_start(lambda: load_secret(self.database, secret_key)))
         self.presence = presence.PresenceTracker(self.database)
         self.presence_sweeper = presence.PresenceSweeper(self.database, self.presence, self.clock,
                                                          presence_sweep_interval)
-        controllers.register(self)
+        controllers.MailController(self).register()
 
     def install_schema(self) -> None:
         super().install_schema()

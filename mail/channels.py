@@ -14,10 +14,10 @@ from datetime import datetime
 from typing import Iterable, Optional
 
 from bus.database import Database, Transaction, execute_prepared
-from bus.jsonrpc import InvalidParams, NotFound
 from bus.models import sendmany, sendone
 
 from . import presence, users
+from .errors import InvalidInput, NotFound
 from .sessions import Session
 
 JOINED_TYPE = "mail.channel/joined"
@@ -72,9 +72,9 @@ def _channel(tx: Transaction, channel_id: int) -> Optional[Channel]:
 def _clean_name(name: str) -> str:
     name = " ".join(name.split())
     if not name:
-        raise InvalidParams("a channel needs a name")
+        raise InvalidInput("a channel needs a name")
     if len(name) > MAX_NAME_LENGTH:
-        raise InvalidParams(f"a channel name has at most {MAX_NAME_LENGTH} characters")
+        raise InvalidInput(f"a channel name has at most {MAX_NAME_LENGTH} characters")
     return name
 
 
@@ -82,9 +82,9 @@ def create_channel(tx: Transaction, creator_partner_id: int, name: str, privacy:
                    description: Optional[str] = None) -> int:
     """A new named channel with its creator as first member."""
     if privacy not in ("public", "private"):
-        raise InvalidParams("privacy is 'public' or 'private'")
+        raise InvalidInput("privacy is 'public' or 'private'")
     if description is not None and len(description) > MAX_DESCRIPTION_LENGTH:
-        raise InvalidParams(f"a description has at most {MAX_DESCRIPTION_LENGTH} characters")
+        raise InvalidInput(f"a description has at most {MAX_DESCRIPTION_LENGTH} characters")
     channel_id = tx.execute(
         "INSERT INTO mail_channel (name, channel_type, public, uuid, description)"
         " VALUES (%s, 'channel', %s, %s, %s) RETURNING id",
@@ -139,10 +139,10 @@ def add_members(tx: Transaction, channel_id: int, partner_id: int, new_partner_i
     """Invite partners to a channel or group the caller belongs to."""
     channel = member_channel(tx, channel_id, partner_id)
     if channel.channel_type == "chat":
-        raise InvalidParams("a chat is between two people; create a channel to talk with more")
+        raise InvalidInput("a chat is between two people; create a channel to talk with more")
     unknown = set(new_partner_ids) - users.existing_partner_ids(tx, new_partner_ids)
     if unknown:
-        raise InvalidParams(f"unknown partners: {sorted(unknown)}")
+        raise InvalidInput(f"unknown partners: {sorted(unknown)}")
     added = _insert_members(tx, channel_id, new_partner_ids)
     _announce_joined(tx, channel_id, added, now)
     return channel_infos(tx, [channel_id], partner_id, now)[0]
@@ -157,7 +157,7 @@ def get_or_create_chat(tx: Transaction, partner_id: int, other_partner_id: int, 
     """
     names = users.partner_names(tx, [partner_id, other_partner_id])
     if other_partner_id not in names:
-        raise InvalidParams(f"unknown partner: {other_partner_id}")
+        raise InvalidInput(f"unknown partner: {other_partner_id}")
     low, high = sorted((partner_id, other_partner_id))
     chat_key = f"{low}-{high}"
     name = ", ".join(names[pid] for pid in dict.fromkeys((low, high)))
@@ -185,9 +185,9 @@ def create_group(tx: Transaction, partner_id: int, other_partner_ids: list[int],
     names = users.partner_names(tx, member_ids)
     unknown = set(member_ids) - set(names)
     if unknown:
-        raise InvalidParams(f"unknown partners: {sorted(unknown)}")
+        raise InvalidInput(f"unknown partners: {sorted(unknown)}")
     if len(member_ids) < 2:
-        raise InvalidParams("a group needs at least one other partner")
+        raise InvalidInput("a group needs at least one other partner")
     name = ", ".join(sorted(names.values()))
     if len(name) > MAX_NAME_LENGTH:
         name = name[: MAX_NAME_LENGTH - 1] + "…"

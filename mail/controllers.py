@@ -1,16 +1,19 @@
-"""The chat's HTTP routes: check the caller and the parameters, then hand
-over to the models. No SQL here."""
+"""The chat's HTTP routes: check the caller and the parameters, hand over to
+the models, and turn what the models refuse into the JSON-RPC error a client
+reads. No SQL here."""
 from __future__ import annotations
 
+import inspect
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from werkzeug.utils import send_from_directory
 from werkzeug.wrappers import Request, Response
 
 from bus.database import Transaction
-from bus.jsonrpc import AccessDenied, InvalidParams, SessionExpired, param
+from bus.jsonrpc import AccessDenied, InvalidParams, NotFound, RPCError, SessionExpired, param
 
-from . import channels, messages, presence, users
+from . import channels, errors, messages, presence, users
 from .sessions import Session
 from .users import User
 
@@ -19,6 +22,31 @@ if TYPE_CHECKING:
 
 MAX_PARTNER_SEARCH = 50
 MAX_IDS = 1000
+
+#: What each refusal of the chat is on the wire.
+RPC_ERRORS: dict[type[errors.ChatError], type[RPCError]] = {
+    errors.NotFound: NotFound,
+    errors.InvalidInput: InvalidParams,
+    errors.Forbidden: AccessDenied,
+}
+
+
+@dataclass(frozen=True)
+class Route:
+    path: str
+    auth: str  # "user": logged-in callers only; "public": anyone
+    kind: str  # "json": a JSON-RPC call; "http": a plain request
+
+
+def route(path: str, *, auth: str = "user", kind: str = "json") -> Callable:
+    """Mark a :class:`MailController` method as the handler of ``path``, as
+    Odoo's ``@http.route`` does. A JSON route's method takes the request and
+    its params, plus the caller's session when ``auth="user"``; a plain
+    route's method takes the request."""
+    def mark(method: Callable) -> Callable:
+        method.route = Route(path, auth, kind)
+        return method
+    return mark
 
 
 def text(params: dict, name: str, default: Any = ..., *, required: bool = False) -> Any:
@@ -39,28 +67,59 @@ def int_list(params: dict, name: str, default: Optional[list] = None) -> list[in
     return value
 
 
-def register(app: "MailApp") -> None:
-    database = app.database
+def post_arguments(post_data: dict) -> dict:
+    """``message_post``'s keyword arguments from Odoo's ``post_data``."""
+    body = text(post_data, "body", required=True)
+    message_type = text(post_data, "message_type", "comment")
+    subtype_xmlid = text(post_data, "subtype_xmlid", messages.DEFAULT_SUBTYPE)
+    partner_ids = int_list(post_data, "partner_ids", [])
+    if int_list(post_data, "attachment_ids", []):
+        raise InvalidParams("this server does not store attachments")
+    return {"body": body, "message_type": message_type, "subtype_xmlid": subtype_xmlid, "partner_ids": partner_ids,
+            "parent_id": param(post_data, "parent_id", int, None)}
 
-    def user_route(path: str) -> Callable:
-        """A JSON-RPC route for logged-in callers only.
 
-        The cookie is checked before the parameters, as Odoo's ``auth="user"``
-        does: an anonymous caller learns nothing but "log in", and the client
-        reacts to that error (code 100) by showing the login screen.
-        """
-        def decorator(handler: Callable[[Request, dict, Session], Any]) -> Callable:
-            def checked(request: Request, params: dict) -> Any:
-                session = app.sessions.session(request)
-                if session is None:
-                    raise SessionExpired("session expired: log in again")
-                return handler(request, params, session)
+class MailController:
+    """Discuss's routes, one method each, registered on a :class:`MailApp`
+    by :meth:`register`."""
 
-            app.json_route(path)(checked)
-            return handler
-        return decorator
+    def __init__(self, app: "MailApp") -> None:
+        self.app = app
+        self.database = app.database
 
-    def current_user(tx: Transaction, session: Session) -> User:
+    def register(self) -> None:
+        """Add every ``@route`` method to the app."""
+        for name, method in inspect.getmembers(type(self), lambda member: hasattr(member, "route")):
+            spec, handler = method.route, getattr(self, name)
+            if spec.kind == "http":
+                self.app.http_route(spec.path)(handler)
+            else:
+                self.app.json_route(spec.path)(self._json_view(handler, spec.auth))
+
+    def _json_view(self, handler: Callable, auth: str) -> Callable[[Request, dict], Any]:
+        """The handler as the app calls it, the one place where what the chat
+        refuses becomes a JSON-RPC error."""
+        def view(request: Request, params: dict) -> Any:
+            try:
+                if auth == "user":
+                    return handler(request, params, self._session(request))
+                return handler(request, params)
+            except errors.ChatError as error:
+                raise RPC_ERRORS[type(error)](str(error)) from None
+        return view
+
+    # -- who is calling -------------------------------------------------------------
+
+    def _session(self, request: Request) -> Session:
+        """The caller's session, checked before the parameters, as Odoo's
+        ``auth="user"`` does: an anonymous caller learns nothing but "log in",
+        and the client reacts to that error (code 100) with the login screen."""
+        session = self.app.sessions.session(request)
+        if session is None:
+            raise SessionExpired("session expired: log in again")
+        return session
+
+    def _user(self, tx: Transaction, session: Session) -> User:
         """The user behind a valid cookie, unless it was deleted or logged
         out since."""
         user = users.get_user(tx, session)
@@ -68,59 +127,57 @@ def register(app: "MailApp") -> None:
             raise SessionExpired("session expired: log in again")
         return user
 
-    def member(tx: Transaction, session: Session, channel_id: int) -> tuple[User, channels.Channel]:
-        """The caller and a channel it belongs to (404 for any other channel)."""
-        user = current_user(tx, session)
+    def _member(self, tx: Transaction, session: Session, channel_id: int) -> tuple[User, channels.Channel]:
+        """The caller and a channel it belongs to (not found for any other channel)."""
+        user = self._user(tx, session)
         return user, channels.member_channel(tx, channel_id, user.partner_id)
 
-    def optional_user(tx: Transaction, request: Request) -> Optional[User]:
+    def _optional_user(self, tx: Transaction, request: Request) -> Optional[User]:
         """The caller's user, or None when anonymous (no cookie, a stale one)."""
-        session = app.sessions.session(request)
+        session = self.app.sessions.session(request)
         return users.get_user(tx, session) if session is not None else None
 
-    # -- session ---------------------------------------------------------------
+    # -- session ---------------------------------------------------------------------
 
-    @app.json_route("/web/session/authenticate")
-    def authenticate(request: Request, params: dict) -> Any:
+    @route("/web/session/authenticate", auth="public")
+    def authenticate(self, request: Request, params: dict) -> Any:
         login = text(params, "login", required=True)
         password = text(params, "password", required=True)
         db = text(params, "db", "")
-        if db and db != database.dbname:
-            raise AccessDenied("wrong login, password or database")
-        with database.transaction() as tx:
+        if db and db != self.database.dbname:
+            raise AccessDenied(users.WRONG_CREDENTIALS)
+        with self.database.transaction() as tx:
             user = users.authenticate(tx, login, password)
-        if user is None:
-            raise AccessDenied("wrong login, password or database")
-        app.sessions.remember(request, user.session)
-        return {**user.info(), "db": database.dbname}
+        self.app.sessions.remember(request, user.session)
+        return {**user.info(), "db": self.database.dbname}
 
-    @app.json_route("/web/session/get_session_info")
-    def get_session_info(request: Request, params: dict) -> Any:
-        with database.transaction() as tx:
-            user = optional_user(tx, request)
+    @route("/web/session/get_session_info", auth="public")
+    def get_session_info(self, request: Request, params: dict) -> Any:
+        with self.database.transaction() as tx:
+            user = self._optional_user(tx, request)
         if user is None:
-            return {"uid": False, "name": False, "username": False, "partner_id": False, "db": database.dbname}
-        return {**user.info(), "db": database.dbname}
+            return {"uid": False, "name": False, "username": False, "partner_id": False, "db": self.database.dbname}
+        return {**user.info(), "db": self.database.dbname}
 
-    @app.json_route("/web/session/destroy")
-    def destroy(request: Request, params: dict) -> Any:
-        with database.transaction() as tx:
-            user = optional_user(tx, request)
+    @route("/web/session/destroy", auth="public")
+    def destroy(self, request: Request, params: dict) -> Any:
+        with self.database.transaction() as tx:
+            user = self._optional_user(tx, request)
             if user is not None:
                 users.end_sessions(tx, user)
                 presence.disconnect(tx, user.partner_id)
         if user is not None:
-            app.presence.forget(user.partner_id)
-        app.sessions.forget(request)
+            self.app.presence.forget(user.partner_id)
+        self.app.sessions.forget(request)
         return None
 
-    # -- messaging ---------------------------------------------------------------
+    # -- messaging ---------------------------------------------------------------------
 
-    @user_route("/mail/init_messaging")
-    def init_messaging(request: Request, params: dict, session: Session) -> Any:
-        now = app.clock()
-        with database.transaction() as tx:
-            user = current_user(tx, session)
+    @route("/mail/init_messaging")
+    def init_messaging(self, request: Request, params: dict, session: Session) -> Any:
+        now = self.app.clock()
+        with self.database.transaction() as tx:
+            user = self._user(tx, session)
             channel_ids = channels.partner_channel_ids(tx, user.partner_id)
             return {
                 "current_partner": {"id": user.partner_id, "name": user.name},
@@ -128,143 +185,134 @@ def register(app: "MailApp") -> None:
                 "channels": channels.channel_infos(tx, channel_ids, user.partner_id, now),
             }
 
-    @user_route("/mail/message/post")
-    def message_post(request: Request, params: dict, session: Session) -> Any:
+    @route("/mail/message/post")
+    def message_post(self, request: Request, params: dict, session: Session) -> Any:
         thread_model = text(params, "thread_model", required=True)
         thread_id = param(params, "thread_id", int, required=True)
         post_data = param(params, "post_data", dict, required=True)
         if thread_model != "mail.channel":
             raise InvalidParams("only mail.channel threads can be posted on")
-        body = text(post_data, "body", required=True)
-        message_type = text(post_data, "message_type", "comment")
-        subtype_xmlid = text(post_data, "subtype_xmlid", messages.DEFAULT_SUBTYPE)
-        partner_ids = int_list(post_data, "partner_ids", [])
-        if int_list(post_data, "attachment_ids", []):
-            raise InvalidParams("this server does not store attachments")
-        parent_id = param(post_data, "parent_id", int, None)
-        with database.transaction() as tx:
-            user, channel = member(tx, session, thread_id)
-            return messages.message_post(
-                tx, channel, user.partner_id, body,
-                message_type=message_type, subtype_xmlid=subtype_xmlid,
-                partner_ids=partner_ids, parent_id=parent_id, max_body_bytes=app.max_message_body,
-            )
+        arguments = post_arguments(post_data)
+        with self.database.transaction() as tx:
+            user, channel = self._member(tx, session, thread_id)
+            return messages.message_post(tx, channel, user.partner_id, **arguments,
+                                         max_body_bytes=self.app.max_message_body)
 
-    @user_route("/mail/channel/messages")
-    def channel_messages(request: Request, params: dict, session: Session) -> Any:
+    @route("/mail/channel/messages")
+    def channel_messages(self, request: Request, params: dict, session: Session) -> Any:
         channel_id = param(params, "channel_id", int, required=True)
         max_id = param(params, "max_id", int, None)
         min_id = param(params, "min_id", int, None)
         limit = param(params, "limit", int, 30)
         if limit < 1:
             raise InvalidParams("'limit' must be positive")
-        with database.transaction() as tx:
-            user, channel = member(tx, session, channel_id)
+        with self.database.transaction() as tx:
+            _, channel = self._member(tx, session, channel_id)
             return messages.channel_messages(tx, channel, max_id=max_id, min_id=min_id, limit=limit)
 
-    @user_route("/mail/channel/set_last_seen_message")
-    def set_last_seen_message(request: Request, params: dict, session: Session) -> Any:
+    @route("/mail/channel/set_last_seen_message")
+    def set_last_seen_message(self, request: Request, params: dict, session: Session) -> Any:
         channel_id = param(params, "channel_id", int, required=True)
         last_message_id = param(params, "last_message_id", int, required=True)
-        with database.transaction() as tx:
-            user, channel = member(tx, session, channel_id)
+        with self.database.transaction() as tx:
+            user, channel = self._member(tx, session, channel_id)
             return channels.set_last_seen(tx, channel, user.partner_id, last_message_id)
 
-    @user_route("/mail/channel/notify_typing")
-    def notify_typing(request: Request, params: dict, session: Session) -> Any:
+    @route("/mail/channel/notify_typing")
+    def notify_typing(self, request: Request, params: dict, session: Session) -> Any:
         channel_id = param(params, "channel_id", int, required=True)
         is_typing = param(params, "is_typing", bool, required=True)
-        with database.transaction() as tx:
-            user, channel = member(tx, session, channel_id)
+        with self.database.transaction() as tx:
+            user, channel = self._member(tx, session, channel_id)
             channels.notify_typing(tx, channel, user.partner_id, user.name, is_typing)
         return True
 
-    # -- channels -------------------------------------------------------------------
+    # -- channels ------------------------------------------------------------------------
 
-    @user_route("/mail/channel/create")
-    def create_channel(request: Request, params: dict, session: Session) -> Any:
+    @route("/mail/channel/create")
+    def create_channel(self, request: Request, params: dict, session: Session) -> Any:
         name = text(params, "name", required=True)
         privacy = text(params, "privacy", "public")
         description = text(params, "description", None)
-        now = app.clock()
-        with database.transaction() as tx:
-            user = current_user(tx, session)
+        now = self.app.clock()
+        with self.database.transaction() as tx:
+            user = self._user(tx, session)
             channel_id = channels.create_channel(tx, user.partner_id, name, privacy, description)
             return channels.channel_infos(tx, [channel_id], user.partner_id, now)[0]
 
-    @user_route("/mail/channel/join")
-    def join(request: Request, params: dict, session: Session) -> Any:
+    @route("/mail/channel/join")
+    def join(self, request: Request, params: dict, session: Session) -> Any:
         channel_id = param(params, "channel_id", int, required=True)
-        now = app.clock()
-        with database.transaction() as tx:
-            user = current_user(tx, session)
+        now = self.app.clock()
+        with self.database.transaction() as tx:
+            user = self._user(tx, session)
             return channels.join(tx, channel_id, user.partner_id, now)
 
-    @user_route("/mail/channel/add_members")
-    def add_members(request: Request, params: dict, session: Session) -> Any:
+    @route("/mail/channel/add_members")
+    def add_members(self, request: Request, params: dict, session: Session) -> Any:
         channel_id = param(params, "channel_id", int, required=True)
         partner_ids = int_list(params, "partner_ids")
-        now = app.clock()
-        with database.transaction() as tx:
-            user = current_user(tx, session)
+        now = self.app.clock()
+        with self.database.transaction() as tx:
+            user = self._user(tx, session)
             return channels.add_members(tx, channel_id, user.partner_id, partner_ids, now)
 
-    @user_route("/mail/channel/get_or_create_chat")
-    def get_or_create_chat(request: Request, params: dict, session: Session) -> Any:
+    @route("/mail/channel/get_or_create_chat")
+    def get_or_create_chat(self, request: Request, params: dict, session: Session) -> Any:
         partner_ids = int_list(params, "partner_ids")
-        now = app.clock()
-        with database.transaction() as tx:
-            user = current_user(tx, session)
+        now = self.app.clock()
+        with self.database.transaction() as tx:
+            user = self._user(tx, session)
             others = set(partner_ids) - {user.partner_id}
             if len(others) > 1:
                 raise InvalidParams("a chat is between two people: give one partner id")
             other = others.pop() if others else user.partner_id
             return channels.get_or_create_chat(tx, user.partner_id, other, now)
 
-    @user_route("/mail/channel/create_group")
-    def create_group(request: Request, params: dict, session: Session) -> Any:
+    @route("/mail/channel/create_group")
+    def create_group(self, request: Request, params: dict, session: Session) -> Any:
         partner_ids = int_list(params, "partner_ids")
-        now = app.clock()
-        with database.transaction() as tx:
-            user = current_user(tx, session)
+        now = self.app.clock()
+        with self.database.transaction() as tx:
+            user = self._user(tx, session)
             return channels.create_group(tx, user.partner_id, partner_ids, now)
 
-    @user_route("/mail/channel/search_public")
-    def search_public(request: Request, params: dict, session: Session) -> Any:
-        now = app.clock()
-        with database.transaction() as tx:
-            user = current_user(tx, session)
+    @route("/mail/channel/search_public")
+    def search_public(self, request: Request, params: dict, session: Session) -> Any:
+        now = self.app.clock()
+        with self.database.transaction() as tx:
+            user = self._user(tx, session)
             return channels.search_public(tx, user.partner_id, now)
 
-    @user_route("/mail/partner/search")
-    def partner_search(request: Request, params: dict, session: Session) -> Any:
+    @route("/mail/partner/search")
+    def partner_search(self, request: Request, params: dict, session: Session) -> Any:
         term = text(params, "term", "")
         limit = min(max(param(params, "limit", int, 20), 1), MAX_PARTNER_SEARCH)
-        now = app.clock()
-        with database.transaction() as tx:
-            current_user(tx, session)
+        now = self.app.clock()
+        with self.database.transaction() as tx:
+            self._user(tx, session)
             found = users.search_partners(tx, term.strip(), limit)
             status = presence.statuses(tx, [pid for pid, _ in found], now)
         return [{"id": pid, "name": name, "im_status": status[pid]} for pid, name in found]
 
-    @user_route("/longpolling/im_status")
-    def im_status(request: Request, params: dict, session: Session) -> Any:
+    @route("/longpolling/im_status")
+    def im_status(self, request: Request, params: dict, session: Session) -> Any:
         partner_ids = int_list(params, "partner_ids")
-        now = app.clock()
-        with database.transaction() as tx:
-            current_user(tx, session)
+        now = self.app.clock()
+        with self.database.transaction() as tx:
+            self._user(tx, session)
             known = users.existing_partner_ids(tx, partner_ids)
             status = presence.statuses(tx, sorted(known), now)
         return [{"id": pid, "im_status": value} for pid, value in status.items()]
 
-    # -- the web page ----------------------------------------------------------------
+    # -- the web page ----------------------------------------------------------------------
 
-    @app.http_route("/")
-    def index(request: Request) -> Response:
-        return send_from_directory(app.static_dir, "index.html", request.environ, max_age=0)
+    @route("/", auth="public", kind="http")
+    def index(self, request: Request) -> Response:
+        return send_from_directory(self.app.static_dir, "index.html", request.environ, max_age=0)
 
-    @app.http_route("/static/<path:filename>")
-    def static(request: Request) -> Response:
+    @route("/static/<path:filename>", auth="public", kind="http")
+    def static(self, request: Request) -> Response:
         # send_from_directory refuses paths that leave the folder (404).
         filename = request.path[len("/static/"):]
-        return send_from_directory(app.static_dir, filename, request.environ, max_age=0)
+        return send_from_directory(self.app.static_dir, filename, request.environ, max_age=0)

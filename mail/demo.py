@@ -7,24 +7,19 @@ missing.
 
 gevent must patch the process before psycopg2 and the pool are imported, so
 this module imports the application only inside :func:`main`, after
-patching.
+patching, whether it runs as ``python -m mail.demo`` or as the console
+script.
 """
 from __future__ import annotations
 
+import argparse
+import logging
 import sys
-
-if __name__ == "__main__" and "threaded" not in sys.argv:
-    from gevent import monkey
-
-    monkey.patch_all()
-
-import argparse  # noqa: E402
-import logging  # noqa: E402
-from pathlib import Path  # noqa: E402
-from typing import TYPE_CHECKING  # noqa: E402
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from bus.deadlines import Timeouts
+    from bus.embedded_postgres import EmbeddedPostgres
 
 DEFAULT_PORT = 8069
 DEFAULT_PG_PORT = 54329
@@ -42,24 +37,26 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="PostgreSQL URL (default: $DATABASE_URL, else a private server in ./.imbus/pgdata)")
     parser.add_argument("--poll-timeout", type=float, default=None, help="seconds a poll waits (default 50)")
     parser.add_argument("--server", choices=["gevent", "threaded"], default="gevent")
+    parser.add_argument("--cors-origins", default="*",
+                        help="origins whose pages may poll from another site: * (any, the default, as Odoo), "
+                             "a comma-separated list of exact origins (scheme://host[:port]), or '' for none")
     parser.add_argument("--pg-port", type=int, default=DEFAULT_PG_PORT,
                         help=f"port of the private PostgreSQL when no database is given (default {DEFAULT_PG_PORT})")
-    deadlines = parser.add_argument_group("client deadlines, in seconds (gevent server only)")
-    for phase, default, what in (("idle", 5, "the next request on a kept-alive connection"),
-                                 ("head", 10, "a request's whole head"), ("body", 30, "a request's whole body")):
-        deadlines.add_argument(f"--{phase}-timeout", type=float, default=None, help=f"for {what} (default {default})")
-    return parser.parse_args(argv)
+    parser.add_argument("--workers", type=int, default=None,
+                        help="processes serving the port (default: one per core with gevent, 1 with threaded)")
+    parser.add_argument("--reuse-port", action="store_true",
+                        help="bind with SO_REUSEPORT, so that other processes may serve the same port")
+    from bus import deadlines
+    from bus.workers import worker_count
 
-
-def _timeouts(args: argparse.Namespace) -> "Timeouts":
-    """The deadlines given on the command line, bus.deadlines's defaults for the others."""
-    from bus.deadlines import Timeouts
-
-    given = {"idle": args.idle_timeout, "head": args.head_timeout, "body": args.body_timeout}
+    deadlines.add_options(parser)
+    args = parser.parse_args(argv)
+    args.timeouts = deadlines.from_options(parser, args)
     try:
-        return Timeouts(**{phase: seconds for phase, seconds in given.items() if seconds is not None})
+        args.workers = worker_count(args.workers, args.server)
     except ValueError as exc:
-        sys.exit(f"python -m mail.demo: error: {exc}")
+        parser.error(str(exc))
+    return args
 
 
 def _ensure_database(server_url: str, name: str) -> None:
@@ -78,50 +75,71 @@ def _ensure_database(server_url: str, name: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
-    if args.server == "gevent":
-        # Already done when run as ``python -m mail.demo``; the console script
-        # imports this module normally and gets here first.
-        from gevent import monkey
+    if args.workers == 1 and args.server == "gevent":
+        from bus.gevent_patch import patch_process
 
-        if not monkey.is_module_patched("socket"):
-            monkey.patch_all()
+        patch_process()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    timeouts = _timeouts(args)
-
     from bus.config import database_url_from_env
+
+    db_url = args.db_url if args.db_url is not None else database_url_from_env()
+    cluster = None
+    if db_url is None:
+        cluster = _start_postgres(args.pg_port)
+        db_url = cluster.url(DEMO_DATABASE)
+    try:
+        if args.workers > 1:
+            # The workers share this process's PostgreSQL, which outlives them.
+            from bus.workers import run_workers, worker_command
+
+            extra = ["--db-url", db_url] if cluster is not None else []
+            status = run_workers(worker_command("mail.demo", argv, *extra), args.workers)
+        else:
+            status = _serve(args, db_url)
+    finally:
+        if cluster is not None:
+            cluster.stop()
+    sys.exit(status)
+
+
+def _start_postgres(port: int) -> "EmbeddedPostgres":
     from bus.embedded_postgres import EmbeddedPostgres
+
+    cluster = EmbeddedPostgres(datadir=PGDATA.resolve(), port=port, durable=True)
+    _logger.info("starting PostgreSQL in %s (port %d)", cluster.datadir, cluster.port)
+    cluster.start()
+    try:
+        _ensure_database(cluster.url(), DEMO_DATABASE)
+    except BaseException:
+        cluster.stop()
+        raise
+    return cluster
+
+
+def _serve(args: argparse.Namespace, db_url: str) -> int:
     from bus.server import serve_gevent, serve_threaded
 
     from .app import create_app
     from .demo_data import DEMO_USERS, install_demo_data
 
-    db_url = args.db_url if args.db_url is not None else database_url_from_env()
-    cluster = None
-    if db_url is None:
-        cluster = EmbeddedPostgres(datadir=PGDATA.resolve(), port=args.pg_port, durable=True)
-        _logger.info("starting PostgreSQL in %s (port %d)", cluster.datadir, cluster.port)
-        cluster.start()
-        _ensure_database(cluster.url(), DEMO_DATABASE)
-        db_url = cluster.url(DEMO_DATABASE)
-    app = None
+    settings: dict = {"cors_origins": args.cors_origins}
+    if args.poll_timeout is not None:
+        settings["timeout"] = args.poll_timeout
+    app = create_app(db_url, **settings)
     try:
-        settings = {} if args.poll_timeout is None else {"timeout": args.poll_timeout}
-        app = create_app(db_url, **settings)
-        install_demo_data(app.database)
+        app.at_start(lambda: install_demo_data(app.database))
         accounts = ", ".join(f"{login}/{password}" for login, password, _ in DEMO_USERS[:2])
         _logger.info("open http://%s:%d and log in as %s", args.host, args.port, accounts)
         if args.server == "gevent":
-            serve_gevent(app, args.host, args.port, on_shutdown=app.dispatcher.stop, timeouts=timeouts)
+            serve_gevent(app, args.host, args.port, on_shutdown=app.drain, reuse_port=args.reuse_port,
+                         timeouts=args.timeouts)
         else:
-            serve_threaded(app, args.host, args.port, on_shutdown=app.dispatcher.stop)
-    except KeyboardInterrupt:
-        _logger.info("stopping")
+            serve_threaded(app, args.host, args.port, on_shutdown=app.drain)
     finally:
-        if app is not None:
-            app.close()
-        if cluster is not None:
-            cluster.stop()
+        app.close()
+    return 0
 
 
 if __name__ == "__main__":

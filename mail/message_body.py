@@ -12,7 +12,7 @@ import re
 
 import nh3
 
-from bus.jsonrpc import InvalidParams, PayloadTooLarge
+from .errors import InvalidInput
 
 DEFAULT_MAX_BODY_BYTES = 64 * 1024
 
@@ -40,7 +40,7 @@ def sanitize_body(body: str, max_bytes: int = DEFAULT_MAX_BODY_BYTES) -> str:
     The size is checked before sanitising, so a huge body costs no parsing.
     """
     if len(body.encode("utf-8")) > max_bytes:
-        raise PayloadTooLarge(f"the message body is over {max_bytes} bytes")
+        raise InvalidInput(f"the message body is over {max_bytes} bytes")
     # PostgreSQL text cannot hold NUL; it is never meaningful in a message.
     body = body.replace("\x00", "")
     if _LOOKS_LIKE_HTML.search(body):
@@ -54,7 +54,7 @@ def sanitize_body(body: str, max_bytes: int = DEFAULT_MAX_BODY_BYTES) -> str:
     else:
         clean = html.escape(body.strip(), quote=False).replace("\r\n", "\n").replace("\n", "<br>")
     if not has_content(clean):
-        raise InvalidParams("the message body is empty")
+        raise InvalidInput("the message body is empty")
     return clean
 
 

@@ -11,11 +11,11 @@ from datetime import datetime
 from typing import Optional
 
 from bus.database import Transaction
-from bus.jsonrpc import InvalidParams
 from bus.models import sendmany
 
 from . import users
 from .channels import Channel, format_datetime
+from .errors import InvalidInput
 from .message_body import DEFAULT_MAX_BODY_BYTES, preview, sanitize_body
 
 NEW_MESSAGE_TYPE = "mail.channel/new_message"
@@ -42,26 +42,27 @@ def message_post(
     """Post on a channel the author belongs to; return the formatted message.
 
     Everything is validated before the first write, so a refused post leaves
-    no trace.
+    no trace. ``parent_id`` counts only if it is a message of this channel.
     """
     clean = sanitize_body(body, max_body_bytes)
     if message_type not in POSTABLE_TYPES:
-        raise InvalidParams(f"message_type must be one of {list(POSTABLE_TYPES)}")
+        raise InvalidInput(f"message_type must be one of {list(POSTABLE_TYPES)}")
     subtype = tx.execute("SELECT id FROM mail_message_subtype WHERE xmlid = %s", (subtype_xmlid,)).fetchone()
     if subtype is None:
-        raise InvalidParams(f"unknown subtype {subtype_xmlid!r}")
+        raise InvalidInput(f"unknown subtype {subtype_xmlid!r}")
     recipients = sorted(set(partner_ids or []))
     unknown = set(recipients) - users.existing_partner_ids(tx, recipients)
     if unknown:
-        raise InvalidParams(f"unknown partners: {sorted(unknown)}")
-    if parent_id is not None and tx.execute(
-        "SELECT 1 FROM mail_message WHERE id = %s AND model = 'mail.channel' AND res_id = %s", (parent_id, channel.id)
-    ).fetchone() is None:
-        raise InvalidParams("parent_id is not a message of this channel")
+        raise InvalidInput(f"unknown partners: {sorted(unknown)}")
+    # A parent that is not a message of this channel is dropped, not refused,
+    # as Odoo does: the reply is posted, just not as a reply.
     message_id, date = tx.execute(
         "INSERT INTO mail_message (model, res_id, body, author_id, message_type, subtype_id, partner_ids, parent_id)"
-        " VALUES ('mail.channel', %s, %s, %s, %s, %s, %s, %s) RETURNING id, date",
-        (channel.id, clean, author_id, message_type, subtype[0], recipients, parent_id),
+        " VALUES ('mail.channel', %(cid)s, %(body)s, %(author)s, %(type)s, %(subtype)s, %(recipients)s,"
+        "  (SELECT id FROM mail_message WHERE id = %(parent)s AND model = 'mail.channel' AND res_id = %(cid)s))"
+        " RETURNING id, date",
+        {"cid": channel.id, "body": clean, "author": author_id, "type": message_type, "subtype": subtype[0],
+         "recipients": recipients, "parent": parent_id},
     ).fetchone()
     member_ids = _mark_interest(tx, channel, author_id, message_id, date)
     formatted = message_format(tx, [message_id])[0]

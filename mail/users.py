@@ -8,7 +8,11 @@ from werkzeug.security import check_password_hash, generate_password_hash
 
 from bus.database import Transaction
 
+from .errors import Forbidden
 from .sessions import Session
+
+#: One answer to a wrong login, password or database: which one was wrong is not told.
+WRONG_CREDENTIALS = "wrong login, password or database"
 
 # Compared against when the login is unknown, so that a wrong login costs
 # the same time as a wrong password and logins cannot be probed by timing.
@@ -75,8 +79,9 @@ def get_user_by_login(tx: Transaction, login: str) -> Optional[User]:
     return User(*row) if row else None
 
 
-def authenticate(tx: Transaction, login: str, password: str) -> Optional[User]:
-    """The user whose credentials these are, or None."""
+def authenticate(tx: Transaction, login: str, password: str) -> User:
+    """The user whose credentials these are; :class:`Forbidden` for a wrong
+    login or password, with one message for both."""
     row = tx.execute(
         "SELECT u.id, u.login, p.name, u.partner_id, u.session_version, u.password FROM res_users u"
         " JOIN res_partner p ON p.id = u.partner_id WHERE u.login = %s",
@@ -84,9 +89,9 @@ def authenticate(tx: Transaction, login: str, password: str) -> Optional[User]:
     ).fetchone()
     if row is None:
         check_password_hash(_DUMMY_HASH, password)
-        return None
+        raise Forbidden(WRONG_CREDENTIALS)
     if not check_password_hash(row[5], password):
-        return None
+        raise Forbidden(WRONG_CREDENTIALS)
     return User(*row[:5])
 
 

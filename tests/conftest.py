@@ -52,6 +52,29 @@ def database_url(server_url):
         drop_database(server_url, name)
 
 
+@pytest.fixture(scope="module")
+def small_cluster():
+    """A private PostgreSQL that admits only six connections, superusers
+    included: easy to fill."""
+    cluster = EmbeddedPostgres(durable=False, settings={"max_connections": "6",
+                                                        "superuser_reserved_connections": "0"})
+    cluster.start()
+    try:
+        yield cluster
+    finally:
+        cluster.destroy()
+
+
+@pytest.fixture
+def small_database(small_cluster):
+    name = f"imbus_small_{uuid.uuid4().hex[:12]}"
+    url = create_database(small_cluster.url(), name)
+    try:
+        yield url
+    finally:
+        drop_database(small_cluster.url(), name)
+
+
 @pytest.fixture
 def make_app(database_url):
     """Build apps on the test's database; all are closed at the end."""

@@ -99,6 +99,47 @@ def result(response: requests.Response) -> Any:
     return payload["result"]
 
 
+#: ``data.name`` of the errors an application decides on, as Odoo 15 names
+#: them: its web client picks the dialog it shows by this name.
+INVALID_PARAMS = "odoo.exceptions.ValidationError"
+ACCESS_DENIED = "odoo.exceptions.AccessDenied"
+SESSION_EXPIRED = "odoo.http.SessionExpiredException"
+NOT_FOUND = "werkzeug.exceptions.NotFound"
+SERVER_ERROR = "builtins.Exception"
+
+#: Odoo 15's ``error.code`` and ``error.message`` for each of them.
+_ODOO_HEADINGS = {SESSION_EXPIRED: (100, "Odoo Session Expired"), NOT_FOUND: (404, "404: Not Found")}
+_DATA_FIELDS = ["arguments", "context", "debug", "message", "name"]
+
+
+def odoo_error(status: int, body: dict, name: str) -> dict:
+    """``body``'s error, checked to be the application error ``name`` as
+    Odoo 15's web client reads one: HTTP 200 (any other status is a lost
+    connection to it), Odoo's code and heading, every ``data`` field, the
+    text in ``data.message`` and ``data.arguments[0]``, no traceback."""
+    assert status == 200, (status, body)
+    error = body["error"]
+    data = error["data"]
+    assert data["name"] == name, body
+    assert (error["code"], error["message"]) == _ODOO_HEADINGS.get(name, (200, "Odoo Server Error")), body
+    assert sorted(data) == _DATA_FIELDS and data["context"] == {}, body
+    assert data["message"] and data["arguments"] == [data["message"]], body
+    assert "Traceback" not in json.dumps(body) and len(data["debug"]) < 200, body
+    return error
+
+
+def transport_error(response: requests.Response, status: int, code: int) -> dict:
+    """The error of an answer that keeps an HTTP error status (a body that
+    cannot be read or is too large, the database out of reach), still with a
+    JSON-RPC body that has every ``data`` field and no traceback."""
+    assert response.status_code == status, response.text
+    error = response.json()["error"]
+    assert error["code"] == code and error["message"], error
+    assert sorted(error["data"]) == _DATA_FIELDS, error
+    assert "Traceback" not in response.text
+    return error
+
+
 def poll(url: str, channels: list, last: int, *, session: Optional[requests.Session] = None, **options) -> list[dict]:
     return result(rpc(url, "/longpolling/poll", {"channels": channels, "last": last, "options": options},
                       session=session))
@@ -156,3 +197,45 @@ def listener_pids(database_url: str) -> list[int]:
             return [pid for pid, in cr.fetchall()]
     finally:
         conn.close()
+
+
+class Crowd:
+    """Every connection the server admits, held until released: a server
+    that is full ("too many clients")."""
+
+    def __init__(self, url: str) -> None:
+        self.connections = []
+        while True:
+            try:
+                self.connections.append(psycopg2.connect(url))
+            except psycopg2.OperationalError as exc:
+                assert "too many clients" in str(exc), exc
+                break
+        assert self.connections, "the crowd could not connect at all"
+
+    def leave(self) -> None:
+        for conn in self.connections:
+            conn.close()
+        self.connections = []
+
+
+def start_up_retries(caplog) -> list:
+    """The log records of an application retrying its start-up."""
+    return [r for r in caplog.records if r.name == "bus.database" and "retrying" in r.getMessage()]
+
+
+def build_in_background(build):
+    """Run ``build()`` in a thread (a greenlet under gevent); returns the
+    thread and the lists that receive its result or its exception."""
+    built: list = []
+    failed: list = []
+
+    def run() -> None:
+        try:
+            built.append(build())
+        except BaseException as exc:  # handed to the test
+            failed.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread, built, failed

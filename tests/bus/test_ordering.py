@@ -19,7 +19,7 @@ import pytest
 from bus import sendone
 from bus.dispatcher import Dispatcher
 from bus.watermark import Watermark
-from tests.support import poll
+from tests.support import ParkedPoll, poll, wait_for
 
 WRITERS = 8
 POLLERS = 3
@@ -169,6 +169,38 @@ def test_a_gap_owned_by_a_transaction_above_the_snapshot_xmax_is_held(app):
     dispatcher.stop()
 
 
+def test_a_gap_that_never_fills_does_not_wait_for_an_unrelated_long_transaction(make_app, serve):
+    """A bus writer fails at COMMIT, on a deferred constraint, after drawing
+    its bus id, while an import runs in another transaction for minutes:
+    the next post reaches a parked poll at once, not when the import ends."""
+    app = make_app(timeout=10)
+    http = serve(app)
+    with app.database.cursor() as cr:
+        cr.execute("CREATE TABLE import_job (n int)")
+        cr.execute("CREATE TABLE booking (seat int UNIQUE DEFERRABLE INITIALLY DEFERRED)")
+    with app.database.transaction() as tx:
+        sendone(tx, "room", "t", "seed")
+    last = poll(http.url, ["room"], 0)[-1]["id"]
+    parked = ParkedPoll(http.url, ["room"], last)
+    wait_for(lambda: app.dispatcher.waiter_count == 1, 5, "the poll parking")
+    long_import = app.database.connect()
+    try:
+        long_import.cursor().execute("INSERT INTO import_job VALUES (1)")  # a write: it has a transaction id
+        with pytest.raises(psycopg2.errors.UniqueViolation):
+            with app.database.transaction() as tx:
+                tx.execute("INSERT INTO booking VALUES (7), (7)")
+                sendone(tx, "room", "t", "never committed")
+        started = time.monotonic()
+        with app.database.transaction() as tx:
+            sendone(tx, "room", "t", "next")
+        answer = parked.result(5)
+        assert [n["message"]["payload"] for n in answer] == ["next"]
+        assert time.monotonic() - started < 1.0
+    finally:
+        long_import.rollback()
+        long_import.close()
+
+
 def row(i):
     return (i, "c", "{}")
 
@@ -217,6 +249,24 @@ def test_watermark_remembers_the_first_owners_of_a_gap():
     assert mark.advance([row(3)], frozenset({1}), 2, lambda: 3) == []
     # Transaction 4 started after the gap was seen: it cannot own id 1 or 2.
     assert mark.advance([row(3)], frozenset({4}), 5, never) == [row(3)]
+
+
+def test_watermark_waits_only_for_owners_holding_the_writers_lock():
+    mark = Watermark(0)
+    # 1 missing: 100 (an import) and 101 (a bus writer) are running.
+    assert mark.advance([row(2)], frozenset({100, 101}), 102, lambda: 102) == []
+    # Both run on; asked since, only 101 holds the writers' lock.
+    assert mark.advance([row(2)], frozenset({100, 101}), 102, never, frozenset({101})) == []
+    # 101 is gone: the import alone cannot own id 1.
+    assert mark.advance([row(2)], frozenset({100}), 102, never, frozenset()) == [row(2)]
+
+
+def test_watermark_does_not_narrow_a_gap_first_seen_in_the_same_read():
+    # The writers were asked before this read: the owner of id 1 may have
+    # taken the lock after that, so an empty answer proves nothing yet.
+    mark = Watermark(0)
+    assert mark.advance([row(2)], frozenset({100}), 101, lambda: 101, frozenset()) == []
+    assert mark.position == 0 and mark.blocked
 
 
 def test_watermark_without_hold_back_behaves_like_odoo():

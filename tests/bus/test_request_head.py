@@ -139,12 +139,13 @@ def test_the_gevent_server_refuses_malformed_heads_and_serves_good_ones(start_se
 @pytest.mark.slow
 def test_a_body_shorter_than_its_content_length_is_a_clear_error(start_server):  # noqa: F811
     server = start_server("gevent")
-    body = b'{"jsonrpc": "2.0", "method": "call", "id": 4, "params": {"channels": [], "options": {"peek": true}}}'
+    body = (b'{"jsonrpc": "2.0", "method": "call", "id": 4,'
+            b' "params": {"channels": [], "last": 0, "options": {"peek": true}}}')
     status, answer = exchange(server.port, poll_request(body, length=len(body) + 50))
     assert status == 400
     assert json.loads(answer)["error"]["data"]["name"] == "invalid_request"
-    status, _ = exchange(server.port, poll_request(body))
-    assert status == 200
+    status, answer = exchange(server.port, poll_request(body))
+    assert status == 200 and json.loads(answer)["result"] == []
 
 
 def test_the_handler_skips_the_access_log_only_when_there_is_none():

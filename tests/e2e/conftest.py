@@ -38,7 +38,7 @@ def browser():
 
 
 @pytest.fixture
-def chat_url(database_url, serve) -> Iterator[str]:
+def chat_app(database_url):
     """The demo chat (admin/admin, demo/demo, #general) on its own database."""
     from mail.app import create_app
     from mail.demo_data import install_demo_data
@@ -46,9 +46,15 @@ def chat_url(database_url, serve) -> Iterator[str]:
     app = create_app(database_url, secret_key="e2e-tests", timeout=5.0)
     try:
         install_demo_data(app.database)
-        yield serve(app).url
+        yield app
     finally:
         app.close()
+
+
+@pytest.fixture
+def chat_url(chat_app, serve) -> str:
+    """The demo chat, served over HTTP."""
+    return serve(chat_app).url
 
 
 @pytest.fixture

@@ -12,14 +12,13 @@ import shutil
 from pathlib import Path
 
 import pytest
-import requests
 from playwright.sync_api import Page, expect
 
+from tests.e2e.chat import LIVE_MS, api_session, general_id, last_message, post, send
 from tests.support import result, rpc
 
 pytestmark = pytest.mark.browser
 
-LIVE_MS = 2000
 DOCS_SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "screenshot.png"
 #: Set to refresh the README's screenshot from this run (off by default, so
 #: that running the tests leaves the checkout unchanged).
@@ -27,39 +26,8 @@ UPDATE_SCREENSHOT_ENV = "IMBUS_UPDATE_SCREENSHOT"
 HOSTILE = '<script>window.__pwned=1</script><img src=x onerror="window.__pwned=2">'
 
 
-def send(page: Page, text: str) -> None:
-    """Type like a person (so typing notifications fire) and press Enter."""
-    composer = page.get_by_test_id("composer-input")
-    composer.press_sequentially(text)
-    composer.press("Enter")
-    expect(composer).to_have_value("")
-
-
-def last_message(page: Page):
-    return page.get_by_test_id("messages").get_by_test_id("message").last
-
-
 def sidebar_item(page: Page, name: str):
     return page.get_by_test_id("sidebar").locator(f'[data-testid=channel-item][data-channel-name="{name}"]')
-
-
-def api_session(url: str, login: str) -> requests.Session:
-    """Another client of the same server, logged in over JSON-RPC."""
-    session = requests.Session()
-    result(rpc(url, "/web/session/authenticate", {"login": login, "password": login}, session=session))
-    return session
-
-
-def general_id(url: str, session: requests.Session) -> int:
-    channels = result(rpc(url, "/mail/init_messaging", {}, session=session))["channels"]
-    return next(channel["id"] for channel in channels if channel["name"] == "general")
-
-
-def post(url: str, session: requests.Session, channel_id: int, body: str) -> dict:
-    return result(rpc(url, "/mail/message/post", {
-        "thread_model": "mail.channel", "thread_id": channel_id,
-        "post_data": {"body": body, "message_type": "comment", "subtype_xmlid": "mail.mt_comment"},
-    }, session=session))
 
 
 def test_login_refuses_a_wrong_password_and_logout_ends_the_session(open_page):

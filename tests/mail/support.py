@@ -10,7 +10,7 @@ from typing import Any, Optional
 import psycopg2
 import requests
 
-from tests.support import rpc
+from tests.support import odoo_error, rpc
 
 TEST_SECRET = "test-secret-key"
 DEMO_PASSWORDS = {"admin": "admin", "demo": "demo", "jane": "jane", "joel": "joel"}
@@ -53,6 +53,12 @@ def ok(url: str, path: str, params: Optional[dict] = None, session: Optional[req
 
 def error_name(body: dict) -> Optional[str]:
     return body.get("error", {}).get("data", {}).get("name")
+
+
+def refused(body: dict, name: str) -> dict:
+    """The error of an answer from :func:`call`, checked to be the
+    application error ``name`` as Odoo 15 sends it (``odoo_error``)."""
+    return odoo_error(body["status"], body, name)
 
 
 def poll_as(url: str, session: Optional[requests.Session], last: int = 0, channels: Optional[list] = None,

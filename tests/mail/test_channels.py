@@ -8,7 +8,8 @@ import pytest
 import requests
 
 from tests.mail.support import (bus_notifications, call, channel_id, error_name, login, message_ids, ok, partner_id,
-                                poll_as, poll_until, query)
+                                poll_as, poll_until, query, refused)
+from tests.support import INVALID_PARAMS, NOT_FOUND, odoo_error
 
 
 def post(url, session, thread_id, body):
@@ -37,7 +38,7 @@ def test_create_channel(url, admin, database_url):
     assert info["id"] in [c["id"] for c in ok(url, "/mail/init_messaging", {}, admin)["channels"]]
     for bad in [{"name": ""}, {"name": "   "}, {"name": "x", "privacy": "secret"}, {"name": 5},
                 {"name": "x" * 129}, {}]:
-        assert error_name(call(url, "/mail/channel/create", bad, admin)) == "invalid_params", bad
+        assert error_name(call(url, "/mail/channel/create", bad, admin)) == INVALID_PARAMS, bad
 
 
 def test_join_public_channel_only(url, admin, demo, database_url):
@@ -49,7 +50,7 @@ def test_join_public_channel_only(url, admin, demo, database_url):
     assert again["member_count"] == 2
     for channel in (private["id"], 99999):
         body = call(url, "/mail/channel/join", {"channel_id": channel}, demo)
-        assert body["status"] == 404 and error_name(body) == "not_found"
+        refused(body, NOT_FOUND)
     assert query(database_url, "SELECT count(*) FROM mail_channel_partner WHERE channel_id = %s",
                  (private["id"],)) == [(1,)]
 
@@ -81,9 +82,9 @@ def test_add_members_announces_the_channel_to_the_newcomer(url, admin, database_
     ok(url, "/mail/channel/add_members", {"channel_id": team["id"], "partner_ids": [jane]}, admin)
     assert query(database_url, "SELECT max(id) FROM bus_bus")[0][0] == new[-1]["id"]
     body = call(url, "/mail/channel/add_members", {"channel_id": team["id"], "partner_ids": [99999]}, admin)
-    assert error_name(body) == "invalid_params"
+    assert error_name(body) == INVALID_PARAMS
     body = call(url, "/mail/channel/add_members", {"channel_id": team["id"], "partner_ids": [True]}, admin)
-    assert error_name(body) == "invalid_params"
+    assert error_name(body) == INVALID_PARAMS
 
 
 def test_a_parked_client_learns_about_a_new_channel_and_then_hears_it(url, admin, database_url):
@@ -122,9 +123,9 @@ def test_chat_is_found_or_created(url, admin, demo, database_url):
               admin)["id"] == chat["id"]
     assert query(database_url, "SELECT count(*) FROM mail_channel WHERE channel_type = 'chat'") == [(1,)]
     for bad in [{"partner_ids": [99999]}, {"partner_ids": ["2"]}, {"partner_ids": [demo_partner, 3]}, {}]:
-        assert error_name(call(url, "/mail/channel/get_or_create_chat", bad, admin)) == "invalid_params", bad
+        assert error_name(call(url, "/mail/channel/get_or_create_chat", bad, admin)) == INVALID_PARAMS, bad
     body = call(url, "/mail/channel/add_members", {"channel_id": chat["id"], "partner_ids": [3]}, admin)
-    assert error_name(body) == "invalid_params"
+    assert error_name(body) == INVALID_PARAMS
 
 
 def test_chat_is_never_duplicated_under_concurrency(url, database_url):
@@ -152,7 +153,7 @@ def test_partner_search(url, admin):
     assert ok(url, "/mail/partner/search", {"term": "_"}, admin) == []
     assert len(ok(url, "/mail/partner/search", {"term": "", "limit": 3}, admin)) == 3
     assert all(set(p) == {"id", "name", "im_status"} for p in ok(url, "/mail/partner/search", {"term": "a"}, admin))
-    assert error_name(call(url, "/mail/partner/search", {"term": 3}, admin)) == "invalid_params"
+    assert error_name(call(url, "/mail/partner/search", {"term": 3}, admin)) == INVALID_PARAMS
 
 
 @pytest.mark.parametrize("route", ["/mail/channel/create", "/mail/channel/search_public", "/mail/partner/search",
@@ -162,25 +163,24 @@ def test_garbage_envelopes_get_jsonrpc_errors(url, admin, route):
                            cookies=admin.cookies)
     assert answer.status_code == 400 and answer.json()["error"]["data"]["name"] == "parse_error"
     answer = requests.post(url + route, json={"jsonrpc": "2.0", "params": [1, 2]}, cookies=admin.cookies)
-    assert answer.status_code == 400 and answer.json()["error"]["data"]["name"] == "invalid_params"
+    odoo_error(answer.status_code, answer.json(), INVALID_PARAMS)
     assert ok(url, "/web/session/get_session_info", {}, admin)["username"] == "admin"
 
 
 @pytest.mark.parametrize("huge", [2**31, 2**63, 2**70])
 def test_huge_ids_are_just_unknown(url, admin, database_url, huge):
     general = channel_id(database_url, "general")
-    assert call(url, "/mail/channel/messages", {"channel_id": huge}, admin)["status"] == 404
-    assert call(url, "/mail/channel/join", {"channel_id": huge}, admin)["status"] == 404
+    refused(call(url, "/mail/channel/messages", {"channel_id": huge}, admin), NOT_FOUND)
+    refused(call(url, "/mail/channel/join", {"channel_id": huge}, admin), NOT_FOUND)
     assert error_name(call(url, "/mail/channel/add_members", {"channel_id": general, "partner_ids": [huge]},
-                           admin)) == "invalid_params"
+                           admin)) == INVALID_PARAMS
     assert error_name(call(url, "/mail/channel/get_or_create_chat", {"partner_ids": [huge]}, admin)) \
-        == "invalid_params"
-    assert error_name(call(url, "/mail/message/post", {"thread_model": "mail.channel", "thread_id": general,
-                                                        "post_data": {"body": "x", "parent_id": huge}}, admin)) \
-        == "invalid_params"
+        == INVALID_PARAMS
+    assert ok(url, "/mail/message/post", {"thread_model": "mail.channel", "thread_id": general,
+                                          "post_data": {"body": "x", "parent_id": huge}}, admin)["parent_id"] is False
     assert error_name(call(url, "/mail/message/post", {"thread_model": "mail.channel", "thread_id": general,
                                                         "post_data": {"body": "x", "partner_ids": [huge]}}, admin)) \
-        == "invalid_params"
+        == INVALID_PARAMS
     assert ok(url, "/mail/channel/messages", {"channel_id": general, "max_id": huge}, admin)
     assert ok(url, "/mail/channel/set_last_seen_message", {"channel_id": general, "last_message_id": huge}, admin)
     assert ok(url, "/longpolling/im_status", {"partner_ids": [huge]}, admin) == []

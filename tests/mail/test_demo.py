@@ -1,5 +1,6 @@
 """The demo: its data bootstrap, the web page's files, and the server itself
 started the way a user starts it."""
+import ast
 import http.client
 import os
 import shutil
@@ -84,6 +85,30 @@ def test_files_outside_the_folder_are_not_served(static_site, path):
     assert answer.status == 404 and b"nope" not in body and b"root:" not in body
 
 
+def test_the_bus_client_modules_are_served_as_javascript(make_mail_app, serve):
+    """A browser runs a module script only when it is served as JavaScript."""
+    url = serve(make_mail_app()).url
+    modules = sorted((ROOT / "mail" / "static" / "bus").glob("*.js"))
+    assert {module.name for module in modules} >= {"index.js", "client.js", "crosstab.js", "poller.js"}
+    for module in modules:
+        answer = requests.get(f"{url}/static/bus/{module.name}")
+        assert answer.status_code == 200, module.name
+        assert "javascript" in answer.headers["Content-Type"], module.name
+        assert answer.text == module.read_text(encoding="utf-8")
+
+
+def test_the_package_ships_every_static_file():
+    """setup.py's package_data globs do not recurse: each folder of the page
+    needs its own, or an installed package serves a page without its bus."""
+    tree = ast.parse((ROOT / "setup.py").read_text(encoding="utf-8"))
+    setup_call = next(node for node in ast.walk(tree) if isinstance(node, ast.Call)
+                      and getattr(node.func, "id", None) == "setup")
+    package_data = ast.literal_eval(next(k.value for k in setup_call.keywords if k.arg == "package_data"))
+    shipped = {path for pattern in package_data["mail"] for path in (ROOT / "mail").glob(pattern) if path.is_file()}
+    static = {path for path in (ROOT / "mail" / "static").rglob("*") if path.is_file()}
+    assert static - shipped == set()
+
+
 def test_no_page_is_a_404(tmp_path, make_mail_app, serve):
     url = serve(make_mail_app(static_dir=tmp_path)).url
     assert requests.get(url + "/").status_code == 404
@@ -122,7 +147,7 @@ class Demo:
 
     def stop(self) -> int:
         if self.process.poll() is None:
-            self.process.send_signal(signal.SIGINT)
+            self.process.send_signal(signal.SIGTERM)
         try:
             self.process.wait(30)
         except subprocess.TimeoutExpired:

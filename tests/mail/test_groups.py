@@ -3,8 +3,9 @@ announced to every member, and closed to everyone else."""
 import psycopg2
 import pytest
 
-from tests.mail.support import (bus_notifications, call, error_name, login, message_ids, ok, partner_id, poll_as,
-                                poll_until, query)
+from tests.mail.support import (bus_notifications, call, login, message_ids, ok, partner_id, poll_as, poll_until, query,
+                                refused)
+from tests.support import INVALID_PARAMS, NOT_FOUND
 
 
 def post(url, session, thread_id, body):
@@ -75,7 +76,7 @@ def test_strangers_cannot_see_or_use_a_group(url, admin, people, database_url):
         ("/mail/channel/join", {"channel_id": group["id"]}),
     ]:
         body = call(url, path, params, joel)
-        assert error_name(body) == "not_found" and body["status"] == 404, (path, body)
+        refused(body, NOT_FOUND)
     assert query(database_url, "SELECT count(*) FROM mail_message") == before
     # Naming the group's uuid in a poll gives a stranger nothing either.
     assert message["id"] not in message_ids(poll_as(url, joel, 0, channels=[group["uuid"]]))
@@ -91,7 +92,7 @@ def test_create_group_refuses_bad_partner_lists(url, admin, people, database_url
                 {"partner_ids": [people["demo"], 99999]}, {"partner_ids": ["2"]}, {"partner_ids": [True]},
                 {"partner_ids": people["demo"]}]:
         body = call(url, "/mail/channel/create_group", bad, admin)
-        assert error_name(body) == "invalid_params" and body["status"] == 400, bad
+        refused(body, INVALID_PARAMS)
     assert call(url, "/mail/channel/create_group", {"partner_ids": [people["demo"]]})["error"]["code"] == 100
     assert query(database_url, "SELECT count(*) FROM mail_channel") == before
 

@@ -1,9 +1,10 @@
 """Bodies are shown to others as HTML: nothing that runs may survive."""
 import pytest
 
-from bus.jsonrpc import InvalidParams, PayloadTooLarge
+from mail.errors import InvalidInput
 from mail.message_body import sanitize_body
-from tests.mail.support import call, channel_id, error_name, login, query
+from tests.mail.support import call, channel_id, error_name, login, query, refused
+from tests.support import INVALID_PARAMS
 
 
 @pytest.mark.parametrize("body, expected", [
@@ -33,15 +34,15 @@ def test_plain_text_is_escaped_and_keeps_line_breaks(body, expected):
 
 @pytest.mark.parametrize("body", ["", "   \n ", "<script>alert(1)</script>", "<p> </p>", "<br><br>"])
 def test_empty_bodies_are_refused(body):
-    with pytest.raises(InvalidParams):
+    with pytest.raises(InvalidInput):
         sanitize_body(body)
 
 
 def test_oversized_bodies_are_refused_before_parsing():
     sanitize_body("x" * 1000, max_bytes=1000)
-    with pytest.raises(PayloadTooLarge):
+    with pytest.raises(InvalidInput, match="over 1000 bytes"):
         sanitize_body("x" * 1001, max_bytes=1000)
-    with pytest.raises(PayloadTooLarge):
+    with pytest.raises(InvalidInput, match="over 1000 bytes"):
         sanitize_body("é" * 501, max_bytes=1000)  # counted in UTF-8 bytes
 
 
@@ -64,10 +65,9 @@ def test_oversized_and_empty_posts_get_clear_errors(url, admin, database_url):
     general = channel_id(database_url, "general")
     before = query(database_url, "SELECT count(*) FROM mail_message")
     too_big = post(url, admin, general, "x" * (64 * 1024 + 1))
-    assert too_big["status"] == 413 and error_name(too_big) == "payload_too_large"
-    assert too_big["error"]["message"] == "the message body is over 65536 bytes"
+    assert refused(too_big, INVALID_PARAMS)["data"]["message"] == "the message body is over 65536 bytes"
     empty = post(url, admin, general, "<script>only</script>")
-    assert empty["status"] == 400 and error_name(empty) == "invalid_params"
+    refused(empty, INVALID_PARAMS)
     assert query(database_url, "SELECT count(*) FROM mail_message") == before
 
 
@@ -76,4 +76,4 @@ def test_the_body_limit_is_configurable(make_mail_app, serve, database_url):
     admin = login(url, "admin")
     general = channel_id(database_url, "general")
     assert "result" in post(url, admin, general, "0123456789")
-    assert error_name(post(url, admin, general, "0123456789a")) == "payload_too_large"
+    assert error_name(post(url, admin, general, "0123456789a")) == INVALID_PARAMS

@@ -9,8 +9,8 @@ import psycopg2
 import pytest
 
 from mail import channels, messages
-from tests.mail.support import (bus_notifications, call, channel_id, error_name, ok, partner_id, poll_as,
-                                query)
+from tests.mail.support import bus_notifications, call, channel_id, error_name, ok, partner_id, poll_as, query, refused
+from tests.support import INVALID_PARAMS
 
 DATE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d$")
 
@@ -49,6 +49,19 @@ def test_reply_and_recipients_are_formatted(url, admin, database_url):
     assert reply["recipients"] == [{"id": demo_partner, "name": "Marc Demo"}]
 
 
+def test_a_parent_that_is_not_a_message_of_the_channel_is_dropped(url, admin, database_url):
+    """As Odoo's ``test_channel_message_post_should_not_allow_adding_wrong_parent``:
+    the post is accepted, without the parent, whether the parent is on
+    another channel or does not exist."""
+    general = channel_id(database_url, "general")
+    elsewhere = post(url, admin, ok(url, "/mail/channel/create", {"name": "elsewhere"}, admin)["id"], "Body1")
+    for parent_id in (elsewhere["result"]["id"], elsewhere["result"]["id"] + 100):
+        reply = post(url, admin, general, "Body2", parent_id=parent_id)["result"]
+        assert reply["parent_id"] is False and reply["body"] == "Body2"
+        stored = query(database_url, "SELECT parent_id, res_id FROM mail_message WHERE id = %s", (reply["id"],))
+        assert stored == [(None, general)]
+
+
 def test_unknown_post_data_keys_are_ignored(url, admin, database_url):
     general = channel_id(database_url, "general")
     demo_partner = partner_id(database_url, "demo")
@@ -72,7 +85,6 @@ def test_unknown_post_data_keys_are_ignored(url, admin, database_url):
     {"thread_model": "mail.channel", "thread_id": 1, "post_data": {"body": "x", "partner_ids": [99999]}},
     {"thread_model": "mail.channel", "thread_id": 1, "post_data": {"body": "x", "attachment_ids": [1]}},
     {"thread_model": "mail.channel", "thread_id": 1, "post_data": {"body": "x", "parent_id": "1"}},
-    {"thread_model": "mail.channel", "thread_id": 1, "post_data": {"body": "x", "parent_id": 99999}},
     {"thread_model": "mail.channel", "thread_id": 1, "post_data": {"body": "x", "message_type": "notification"}},
     {"thread_model": "mail.channel", "thread_id": 1, "post_data": {"body": "x", "subtype_xmlid": "mail.mt_bogus"}},
 ])
@@ -80,7 +92,7 @@ def test_bad_post_parameters_are_refused_and_write_nothing(url, admin, database_
     assert channel_id(database_url, "general") == 1
     before = query(database_url, "SELECT (SELECT count(*) FROM mail_message), (SELECT count(*) FROM bus_bus)")
     body = call(url, "/mail/message/post", params, admin)
-    assert error_name(body) == "invalid_params" and body["status"] == 400, body
+    refused(body, INVALID_PARAMS)
     after = query(database_url, "SELECT (SELECT count(*) FROM mail_message), (SELECT count(*) FROM bus_bus)")
     assert before == after
 
@@ -213,7 +225,7 @@ def test_history_is_newest_first_and_pages(url, admin, database_url):
     everything = ok(url, "/mail/channel/messages", {"channel_id": general, "limit": 10_000}, admin)
     assert len(everything) == 6 and everything[-1]["author_id"][1] == "Mitchell Admin"
     for bad in [{"channel_id": general, "limit": 0}, {"channel_id": general, "limit": "5"}, {"channel_id": "1"}, {}]:
-        assert error_name(call(url, "/mail/channel/messages", bad, admin)) == "invalid_params"
+        assert error_name(call(url, "/mail/channel/messages", bad, admin)) == INVALID_PARAMS
 
 
 def test_history_limit_is_capped(url, admin, database_url, mail_app):
@@ -265,4 +277,4 @@ def test_typing_is_announced_on_the_channel(url, demo, database_url):
         (("mail.channel", general), "mail.channel.partner/typing_status",
          {"channel_id": general, "is_typing": True, "partner_id": demo_partner, "partner_name": "Marc Demo"})]
     assert error_name(call(url, "/mail/channel/notify_typing", {"channel_id": general, "is_typing": 1}, demo)) \
-        == "invalid_params"
+        == INVALID_PARAMS

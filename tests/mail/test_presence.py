@@ -7,8 +7,8 @@ from datetime import datetime, timedelta
 import pytest
 
 from mail import presence
-from tests.mail.support import (bus_notifications, call, channel_id, error_name, login, ok, partner_id, poll_as,
-                                query)
+from tests.mail.support import bus_notifications, call, channel_id, error_name, login, ok, partner_id, poll_as, query
+from tests.support import INVALID_PARAMS
 
 T0 = datetime(2024, 1, 1, 12, 0, 0)
 
@@ -105,7 +105,7 @@ def test_im_status_route(timed, database_url):
     answer = ok(timed, "/longpolling/im_status", {"partner_ids": [mitchell, marc, 99999]}, admin)
     assert answer == [{"id": mitchell, "im_status": "offline"}, {"id": marc, "im_status": "offline"}]
     for bad in [{}, {"partner_ids": "1"}, {"partner_ids": [1.5]}, {"partner_ids": list(range(2000))}]:
-        assert error_name(call(timed, "/longpolling/im_status", bad, admin)) == "invalid_params"
+        assert error_name(call(timed, "/longpolling/im_status", bad, admin)) == INVALID_PARAMS
 
 
 def test_concurrent_presence_updates_never_fail(mail_app, database_url):

@@ -7,8 +7,9 @@ from werkzeug.test import Client
 
 from mail.app import create_app
 from mail.demo_data import install_demo_data
-from tests.mail.support import (TEST_SECRET, call, error_name, login, message_ids, ok, partner_id, poll_as,
-                                poll_until, query)
+from tests.mail.support import (TEST_SECRET, call, error_name, login, message_ids, ok, partner_id, poll_as, poll_until,
+                                query, refused)
+from tests.support import ACCESS_DENIED, INVALID_PARAMS
 
 
 def test_authenticate_sets_a_signed_httponly_lax_cookie(url, database_url):
@@ -32,14 +33,14 @@ def test_wrong_password_is_refused_without_cookie(url):
     for login_name, password in [("demo", "wrong"), ("nobody", "demo"), ("demo", "")]:
         session = requests.Session()
         body = call(url, "/web/session/authenticate", {"login": login_name, "password": password}, session)
-        assert error_name(body) == "access_denied" and body["status"] == 403
+        refused(body, ACCESS_DENIED)
         assert "session_id" not in session.cookies
 
 def test_authenticate_checks_parameters_and_database_name(url):
-    assert error_name(call(url, "/web/session/authenticate", {"login": "demo"})) == "invalid_params"
-    assert error_name(call(url, "/web/session/authenticate", {"login": 1, "password": "x"})) == "invalid_params"
+    assert error_name(call(url, "/web/session/authenticate", {"login": "demo"})) == INVALID_PARAMS
+    assert error_name(call(url, "/web/session/authenticate", {"login": 1, "password": "x"})) == INVALID_PARAMS
     body = call(url, "/web/session/authenticate", {"db": "other_db", "login": "demo", "password": "demo"})
-    assert error_name(body) == "access_denied"
+    assert error_name(body) == ACCESS_DENIED
 
 def test_anonymous_session_info(url):
     assert ok(url, "/web/session/get_session_info")["uid"] is False

@@ -37,6 +37,15 @@ def default_workers() -> int:
     return len(os.sched_getaffinity(0))
 
 
+def _die_with_parent() -> None:
+    """In the worker, before it runs: SIGTERM it if the supervisor dies, so
+    that a supervisor killed outright leaves no worker serving on."""
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
 def worker_count(requested: Optional[int], server: str) -> int:
     """How many processes a command line asks for: one per core for the
     gevent server by default; Werkzeug's threaded server runs alone."""
@@ -64,7 +73,7 @@ class _Worker:
         self.restart_at: Optional[float] = None
 
     def start(self) -> None:
-        self.process = subprocess.Popen(self.argv)
+        self.process = subprocess.Popen(self.argv, preexec_fn=_die_with_parent)
         self.started = time.monotonic()
         self.restart_at = None
 

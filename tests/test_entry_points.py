@@ -320,3 +320,20 @@ def test_workers_share_the_port_and_a_dead_worker_is_replaced(start, database_ur
     status, took = server.terminate(15)
     assert status == 0 and took < 5, server.log()
     assert "restarting it" in server.log()
+
+
+@pytest.mark.slow
+def test_workers_stop_when_their_supervisor_is_killed(start, database_url):
+    server = start("python -m bus --workers 2")
+    wait_for(lambda: len(_children(server.process.pid)) == 2, 10, "two workers")
+    workers = _children(server.process.pid)
+    server.process.kill()
+    server.process.wait()
+
+    def gone(pid):
+        try:
+            return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+        except FileNotFoundError:
+            return True
+
+    wait_for(lambda: all(gone(pid) for pid in workers), 10, "the orphaned workers stopping")

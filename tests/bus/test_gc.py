@@ -145,7 +145,8 @@ def test_a_killed_server_process_does_not_hold_garbage_collection_back(make_app,
     app.dispatcher.start()
     wait_for(lambda: len(listener_pids(database_url)) == 1, 5, "the app's listener connecting")
     port = free_port()
-    server = subprocess.Popen([sys.executable, "-m", "bus", "serve", "--db-url", database_url, "--port", str(port)],
+    server = subprocess.Popen([sys.executable, "-m", "bus", "serve", "--db-url", database_url, "--port", str(port),
+                               "--workers", "1"],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         url = f"http://127.0.0.1:{port}"

@@ -12,7 +12,6 @@ import time
 from pathlib import Path
 from typing import Optional
 
-
 REPO = Path(__file__).resolve().parent.parent
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -116,7 +115,7 @@ class ServerProcess:
             self.process.kill()
             self.process.wait()
 
-    def __enter__(self) -> "ServerProcess":
+    def __enter__(self) -> ServerProcess:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -363,7 +363,7 @@ class CpuPerPost:
     span: float
 
     @classmethod
-    def of(cls, setup: Setup) -> "CpuPerPost":
+    def of(cls, setup: Setup) -> CpuPerPost:
         rounds = setup.rounds
 
         def mean(value: Any) -> float:

@@ -33,7 +33,19 @@ _EXPORTS = {
     "sendone": "models",
 }
 
-__all__ = sorted(_EXPORTS)
+__all__ = [
+    "BROADCAST",
+    "BusApp",
+    "Database",
+    "DatabaseUnavailable",
+    "RolledBack",
+    "Settings",
+    "Transaction",
+    "channel_with_db",
+    "create_app",
+    "sendmany",
+    "sendone",
+]
 
 if TYPE_CHECKING:
     from .app import BusApp, create_app

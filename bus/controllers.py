@@ -26,7 +26,7 @@ def poll_channels(params: dict, max_channels: int, max_name: int) -> list[str]:
     return channels
 
 
-def register(app: "BusApp") -> None:
+def register(app: BusApp) -> None:
     max_channels, max_name = app.settings.max_poll_channels, app.settings.max_channel_name
 
     # Cross-origin, as Odoo's: a livechat widget on another site polls.

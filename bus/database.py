@@ -13,8 +13,8 @@ import queue
 import select
 import threading
 import time
-from typing import Any, Callable, Iterator, Literal, Optional, TypeVar, Union
 from contextlib import contextmanager
+from typing import Any, Callable, Iterator, Literal, Optional, TypeVar, Union
 
 import psycopg2
 import psycopg2.errors
@@ -298,7 +298,7 @@ class Database:
         finally:
             self._checkin(conn, broken=broken)
 
-    def transaction(self) -> "Transaction":
+    def transaction(self) -> Transaction:
         """A new transaction; use it as a context manager."""
         return Transaction(self)
 
@@ -352,7 +352,7 @@ class Transaction:
     def dbname(self) -> str:
         return self.database.dbname
 
-    def __enter__(self) -> "Transaction":
+    def __enter__(self) -> Transaction:
         if self._used:
             raise RuntimeError("a Transaction runs once: start another with database.transaction()")
         self._used = True

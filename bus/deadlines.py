@@ -122,7 +122,7 @@ class Clock:
             self._looking = None
 
 
-_clocks: "weakref.WeakKeyDictionary[object, Clock]" = weakref.WeakKeyDictionary()
+_clocks: weakref.WeakKeyDictionary[object, Clock] = weakref.WeakKeyDictionary()
 
 
 def clock_of(server: object, timeouts: Timeouts) -> Clock:

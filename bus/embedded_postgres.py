@@ -132,7 +132,8 @@ class EmbeddedPostgres:
         if self._run_as is None:
             return
         for parent in [self.datadir, *self.datadir.parents]:
-            if parent.exists() and not os.stat(parent).st_mode & 0o001 and os.stat(parent).st_uid != self._run_as.pw_uid:
+            info = os.stat(parent) if parent.exists() else None
+            if info is not None and not info.st_mode & 0o001 and info.st_uid != self._run_as.pw_uid:
                 raise RuntimeError(
                     f"PostgreSQL runs as user {self._run_as.pw_name!r}, which cannot enter {parent} "
                     f"(no execute permission for others): choose a data folder outside it, or run as a non-root user"
@@ -158,7 +159,7 @@ class EmbeddedPostgres:
             check=True, capture_output=True, cwd="/", env=self._environment(),
         )
 
-    def start(self, timeout: float = 30.0) -> "EmbeddedPostgres":
+    def start(self, timeout: float = 30.0) -> EmbeddedPostgres:
         self.initialise()
         rundir = self.datadir / "run"
         rundir.mkdir(exist_ok=True)
@@ -195,7 +196,7 @@ class EmbeddedPostgres:
                 return
             except psycopg2.OperationalError:
                 if time.monotonic() > deadline:
-                    raise RuntimeError(f"PostgreSQL did not accept connections within {timeout}s")
+                    raise RuntimeError(f"PostgreSQL did not accept connections within {timeout}s") from None
                 time.sleep(0.05)
 
     def stop(self, timeout: float = 30.0) -> None:
@@ -215,7 +216,7 @@ class EmbeddedPostgres:
         if self._tmp:
             shutil.rmtree(self._tmp, ignore_errors=True)
 
-    def __enter__(self) -> "EmbeddedPostgres":
+    def __enter__(self) -> EmbeddedPostgres:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

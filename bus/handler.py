@@ -95,7 +95,7 @@ class Handler(WSGIHandler):
     _clock: Clock
 
     @classmethod
-    def with_timeouts(cls, timeouts: Timeouts) -> type["Handler"]:
+    def with_timeouts(cls, timeouts: Timeouts) -> type[Handler]:
         """This handler with other deadlines, for ``handler_class``."""
         return type(cls.__name__, (cls,), {"timeouts": timeouts, "__module__": cls.__module__})
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
-from functools import lru_cache
+from functools import cache
 from typing import Any, Callable, Iterable, Optional
 
 from werkzeug.datastructures import Headers
@@ -200,7 +200,7 @@ class _ClosingAnswer(JSONAnswer):
         return [*super()._headers(), ("Connection", "close")]
 
 
-@lru_cache(maxsize=None)
+@cache
 def _status_line(status: int) -> str:
     """``404 NOT FOUND``, spelled as werkzeug spells it."""
     return f"{status} {HTTP_STATUS_CODES[status].upper()}"
@@ -337,5 +337,6 @@ def param(params: dict, name: str, kind: type | tuple[type, ...], default: Any =
 
 
 def _kind_name(kinds: tuple[type, ...]) -> str:
-    names = {int: "an integer", str: "a string", list: "a list", dict: "an object", bool: "a boolean", float: "a number"}
+    names = {int: "an integer", str: "a string", list: "a list", dict: "an object", bool: "a boolean",
+             float: "a number"}
     return " or ".join(names.get(k, k.__name__) for k in kinds)

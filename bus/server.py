@@ -175,7 +175,7 @@ class _Answer:
 
     __slots__ = ("body", "live")
 
-    def __init__(self, live: set["_Answer"]) -> None:
+    def __init__(self, live: set[_Answer]) -> None:
         self.body: Iterable[bytes] = ()
         self.live = live
 

@@ -64,7 +64,7 @@ class Owners:
     def any_running(self, running: frozenset[int]) -> bool:
         return any(x in self.listed or self.unlisted_from <= x < self.unlisted_to for x in running)
 
-    def merge(self, other: "Owners") -> "Owners":
+    def merge(self, other: Owners) -> Owners:
         """A superset of both: merging can only make a gap wait longer."""
         if self.unlisted_from >= self.unlisted_to:
             span = (other.unlisted_from, other.unlisted_to)

@@ -3,7 +3,7 @@ import json
 import threading
 import time
 
-from bus import sendmany, sendone
+from bus import sendone
 from bus.channels import array_parts
 from bus.dispatcher import Dispatcher
 from bus.hub import Hub

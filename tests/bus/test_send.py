@@ -7,10 +7,9 @@ import time
 import psycopg2
 import pytest
 
-from bus import channel_with_db, sendmany, sendone
+from bus import channel_with_db, schema, sendmany, sendone
 from bus.channels import NOTIFY_PAYLOAD_LIMIT, split_notify_payloads
 from bus.database import Database, DatabaseUnavailable, RolledBack, execute_prepared
-from bus import schema
 
 
 @pytest.fixture

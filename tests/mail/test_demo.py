@@ -142,7 +142,7 @@ class Demo:
             except requests.ConnectionError:
                 if self.process.poll() is not None or time.monotonic() > deadline:
                     self.stop()
-                    raise AssertionError("the demo did not start:\n" + self.output)
+                    raise AssertionError("the demo did not start:\n" + self.output) from None
                 time.sleep(0.1)
 
     def stop(self) -> int:

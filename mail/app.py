@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import math
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 import psycopg2
 from werkzeug.wrappers import Request, Response
@@ -60,7 +60,7 @@ class MailApp(BusApp):
         """Set or clear the session cookie if the handler asked to."""
         return self.sessions.apply(request, response)
 
-    def subscriptions(self, request: Request, names: list[str], options: dict) -> list[Target]:
+    def subscriptions(self, request: Request, names: list[str], last: int, options: dict) -> Sequence[Target]:
         """Derived from the database on every poll, never trusted from the
         client: the caller's own partner channel and the channels it belongs
         to, plus any named uuid of a *public* channel. A poll also refreshes

@@ -19,7 +19,7 @@ from bus.channels import BROADCAST, Target
 from bus.config import Settings, require_database_url
 from bus.jsonrpc import InvalidParams, param
 
-from . import channels, controllers, presence, schema
+from . import channels, controllers, presence, schema, users
 from .message_body import DEFAULT_MAX_BODY_BYTES
 from .sessions import SessionCodec, load_secret
 
@@ -37,7 +37,9 @@ class MailApp(BusApp):
     :meth:`close`, the app pushes the statuses that changed by silence.
     """
 
-    resubscribe_types = frozenset({channels.JOINED_TYPE})
+    #: Everything that changes what a poll may hear.
+    resubscribe_types = frozenset({channels.JOINED_TYPE, channels.LEAVE_TYPE, channels.UPDATE_TYPE,
+                                   users.SESSION_ENDED_TYPE})
 
     def __init__(self, settings: Settings, *, secret_key: Optional[str] = None,
                  max_message_body: int = DEFAULT_MAX_BODY_BYTES, clock: Optional[presence.Clock] = None,

@@ -14,13 +14,16 @@ from datetime import datetime
 from typing import Iterable, Optional
 
 from bus.database import Database, Transaction, execute_prepared
-from bus.jsonrpc import InvalidParams, NotFound
+from bus.jsonrpc import AccessDenied, InvalidParams, NotFound
 from bus.models import sendmany, sendone
 
 from . import presence, users
 from .sessions import Session
 
 JOINED_TYPE = "mail.channel/joined"
+LEAVE_TYPE = "mail.channel/leave"
+#: Odoo's "these fields of the channel changed"; here only its privacy.
+UPDATE_TYPE = "mail.channel/insert"
 SEEN_TYPE = "mail.channel.partner/seen"
 TYPING_TYPE = "mail.channel.partner/typing_status"
 
@@ -78,11 +81,17 @@ def _clean_name(name: str) -> str:
     return name
 
 
-def create_channel(tx: Transaction, creator_partner_id: int, name: str, privacy: str = "public",
-                   description: Optional[str] = None) -> int:
-    """A new named channel with its creator as first member."""
+def _check_privacy(privacy: str) -> None:
     if privacy not in ("public", "private"):
         raise InvalidParams("privacy is 'public' or 'private'")
+
+
+def create_channel(tx: Transaction, creator_partner_id: int, name: str, now: datetime, privacy: str = "public",
+                   description: Optional[str] = None) -> int:
+    """A new named channel with its creator as first member (and owner: see
+    :func:`owner_id`). The creator's open clients are told, as for any
+    newcomer, so that their polls start hearing it."""
+    _check_privacy(privacy)
     if description is not None and len(description) > MAX_DESCRIPTION_LENGTH:
         raise InvalidParams(f"a description has at most {MAX_DESCRIPTION_LENGTH} characters")
     channel_id = tx.execute(
@@ -90,7 +99,7 @@ def create_channel(tx: Transaction, creator_partner_id: int, name: str, privacy:
         " VALUES (%s, 'channel', %s, %s, %s) RETURNING id",
         (_clean_name(name), privacy, str(uuid.uuid4()), description or None),
     ).fetchone()[0]
-    _insert_members(tx, channel_id, [creator_partner_id])
+    _announce_joined(tx, channel_id, _insert_members(tx, channel_id, [creator_partner_id]), now)
     return channel_id
 
 
@@ -112,7 +121,9 @@ def _insert_members(tx: Transaction, channel_id: int, partner_ids: Iterable[int]
 
 
 def add_member_ids(tx: Transaction, channel_id: int, partner_ids: Iterable[int]) -> list[int]:
-    """Add members without telling anyone (set-up code: nobody is listening yet)."""
+    """Add members without telling anyone (set-up code: nobody is listening
+    yet; a process already serving these partners hears the channel only
+    once their subscriptions are next invalidated)."""
     return _insert_members(tx, channel_id, partner_ids)
 
 
@@ -146,6 +157,70 @@ def add_members(tx: Transaction, channel_id: int, partner_id: int, new_partner_i
     added = _insert_members(tx, channel_id, new_partner_ids)
     _announce_joined(tx, channel_id, added, now)
     return channel_infos(tx, [channel_id], partner_id, now)[0]
+
+
+def owner_id(tx: Transaction, channel_id: int) -> Optional[int]:
+    """The partner who runs a named channel: its oldest member, that is its
+    creator until they leave, then whoever has been in it longest, so a
+    channel never lacks one while it has members."""
+    row = tx.execute("SELECT partner_id FROM mail_channel_partner WHERE channel_id = %s ORDER BY id LIMIT 1",
+                     (channel_id,)).fetchone()
+    return row[0] if row else None
+
+
+def _remove_member(tx: Transaction, channel: Channel, partner_id: int, now: datetime) -> None:
+    """Remove a member and tell that partner's clients (Odoo's
+    ``mail.channel/leave``, with the channel as they saw it, unpinned): the
+    notification also cuts their parked polls, so that they stop hearing the
+    channel from here on."""
+    info = channel_infos(tx, [channel.id], partner_id, now)[0]
+    removed = tx.execute("DELETE FROM mail_channel_partner WHERE channel_id = %s AND partner_id = %s RETURNING id",
+                         (channel.id, partner_id)).fetchone()
+    if removed is None:
+        raise InvalidParams(f"partner {partner_id} is not a member of channel {channel.id}")
+    sendone(tx, ("res.partner", partner_id), LEAVE_TYPE, {**info, "is_pinned": False})
+
+
+def leave(tx: Transaction, channel_id: int, partner_id: int, now: datetime) -> None:
+    """Leave a channel or a group (Odoo's ``action_unfollow``). A chat cannot
+    be left: it is found again whenever either side opens it."""
+    channel = member_channel(tx, channel_id, partner_id)
+    if channel.channel_type == "chat":
+        raise InvalidParams("a chat cannot be left")
+    _remove_member(tx, channel, partner_id, now)
+
+
+def remove_member(tx: Transaction, channel_id: int, partner_id: int, member_id: int, now: datetime) -> dict:
+    """Remove ``member_id`` from a conversation the caller belongs to: from a
+    group, any member may (as any member may invite); from a named channel,
+    only its owner (:func:`owner_id`); from a chat, nobody. Removing oneself
+    is leaving."""
+    channel = member_channel(tx, channel_id, partner_id)
+    if channel.channel_type == "chat":
+        raise InvalidParams("a chat is between two people; nobody can be removed from it")
+    if member_id != partner_id and channel.channel_type == "channel" and owner_id(tx, channel.id) != partner_id:
+        raise AccessDenied("only the channel's owner may remove other members")
+    _remove_member(tx, channel, member_id, now)
+    return channel_infos(tx, [channel.id], partner_id, now)[0]
+
+
+def set_privacy(tx: Transaction, channel_id: int, partner_id: int, privacy: str, now: datetime) -> dict:
+    """Make a named channel public or private; only its owner may. Members
+    and the listeners of its uuid are told (``mail.channel/insert``): for
+    the latter this ends hearing the channel by its uuid once it is private,
+    and the notification cuts their parked polls so that they do."""
+    _check_privacy(privacy)
+    channel = member_channel(tx, channel_id, partner_id)
+    if channel.channel_type != "channel":
+        raise InvalidParams("only named channels can be public; chats and groups are private")
+    if owner_id(tx, channel.id) != partner_id:
+        raise AccessDenied("only the channel's owner may change its privacy")
+    changed = tx.execute("UPDATE mail_channel SET public = %s WHERE id = %s AND public <> %s RETURNING id",
+                         (privacy, channel.id, privacy)).fetchone()
+    if changed is not None:
+        payload = {"id": channel.id, "public": privacy}
+        sendmany(tx, [(("mail.channel", channel.id), UPDATE_TYPE, payload), (channel.uuid, UPDATE_TYPE, payload)])
+    return channel_infos(tx, [channel.id], partner_id, now)[0]
 
 
 def get_or_create_chat(tx: Transaction, partner_id: int, other_partner_id: int, now: datetime) -> dict:

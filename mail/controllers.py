@@ -39,6 +39,15 @@ def int_list(params: dict, name: str, default: Optional[list] = None) -> list[in
     return value
 
 
+def password_fields(params: dict) -> dict[str, str]:
+    """Odoo's ``fields``: a form's ``[{"name": ..., "value": ...}]``."""
+    fields = param(params, "fields", list, required=True)
+    if len(fields) > 10 or not all(isinstance(f, dict) and isinstance(f.get("name"), str)
+                                   and isinstance(f.get("value"), str) for f in fields):
+        raise InvalidParams("'fields' is a list of {name, value} strings")
+    return {f["name"]: text(f, "value") for f in fields}
+
+
 def register(app: "MailApp") -> None:
     database = app.database
 
@@ -113,6 +122,26 @@ def register(app: "MailApp") -> None:
             app.presence.forget(user.partner_id)
         app.sessions.forget(request)
         return None
+
+    @user_route("/web/session/change_password")
+    def change_password(request: Request, params: dict, session: Session) -> Any:
+        """Odoo's route and answers: ``fields`` as a form serialises them,
+        ``{"new_password": ...}`` on success, ``{"error", "title"}`` for what
+        the user typed wrong. Every other session of the user ends; the
+        caller's continues with a fresh cookie."""
+        typed = password_fields(params)
+        old, new, confirm = (typed.get(name, "") for name in ("old_pwd", "new_password", "confirm_pwd"))
+        if not (old.strip() and new.strip() and confirm.strip()):
+            return {"error": "You cannot leave any password empty.", "title": "Change Password"}
+        if new != confirm:
+            return {"error": "The new password and its confirmation must be identical.", "title": "Change Password"}
+        with database.transaction() as tx:
+            changed = users.change_password(tx, current_user(tx, session), old, new)
+        if changed is None:
+            return {"error": "The old password you provided is incorrect, your password was not changed.",
+                    "title": "Change Password"}
+        app.sessions.remember(request, changed.session)
+        return {"new_password": new}
 
     # -- messaging ---------------------------------------------------------------
 
@@ -189,7 +218,7 @@ def register(app: "MailApp") -> None:
         now = app.clock()
         with database.transaction() as tx:
             user = current_user(tx, session)
-            channel_id = channels.create_channel(tx, user.partner_id, name, privacy, description)
+            channel_id = channels.create_channel(tx, user.partner_id, name, now, privacy, description)
             return channels.channel_infos(tx, [channel_id], user.partner_id, now)[0]
 
     @user_route("/mail/channel/join")
@@ -208,6 +237,33 @@ def register(app: "MailApp") -> None:
         with database.transaction() as tx:
             user = current_user(tx, session)
             return channels.add_members(tx, channel_id, user.partner_id, partner_ids, now)
+
+    @user_route("/mail/channel/leave")
+    def leave(request: Request, params: dict, session: Session) -> Any:
+        channel_id = param(params, "channel_id", int, required=True)
+        now = app.clock()
+        with database.transaction() as tx:
+            user = current_user(tx, session)
+            channels.leave(tx, channel_id, user.partner_id, now)
+        return True
+
+    @user_route("/mail/channel/remove_member")
+    def remove_member(request: Request, params: dict, session: Session) -> Any:
+        channel_id = param(params, "channel_id", int, required=True)
+        member_id = param(params, "partner_id", int, required=True)
+        now = app.clock()
+        with database.transaction() as tx:
+            user = current_user(tx, session)
+            return channels.remove_member(tx, channel_id, user.partner_id, member_id, now)
+
+    @user_route("/mail/channel/set_privacy")
+    def set_privacy(request: Request, params: dict, session: Session) -> Any:
+        channel_id = param(params, "channel_id", int, required=True)
+        privacy = text(params, "privacy", required=True)
+        now = app.clock()
+        with database.transaction() as tx:
+            user = current_user(tx, session)
+            return channels.set_privacy(tx, channel_id, user.partner_id, privacy, now)
 
     @user_route("/mail/channel/get_or_create_chat")
     def get_or_create_chat(request: Request, params: dict, session: Session) -> Any:

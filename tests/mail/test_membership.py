@@ -8,7 +8,7 @@ import requests
 from bus import sendone
 from tests.mail.support import (bus_notifications, call, channel_id, error_name, login, message_ids, ok, partner_id,
                                 poll_as, poll_until, query, snapshot)
-from tests.support import ParkedPoll
+from tests.support import ParkedPoll, wait_for
 
 SESSION_ENDED = "res.users/session_ended"
 
@@ -37,17 +37,19 @@ def heard_until_marker(app, url, session, last, channels=()):
     return [n for n in notes if n["message"]["type"] != "test/marker"]
 
 
-def answer_holding(url, session, last, kind, change, channels=()):
-    """Park a poll, make ``change`` (which returns what it wants kept), and
-    follow like a client until an answer holds a ``kind`` notification:
-    that answer, and what ``change`` returned. (A poll may come back early
-    with a presence update: the next one is parked in its place.)"""
+def answer_holding(app, url, session, database_url, kind, change, channels=()):
+    """Park a poll from the newest row, once the app has read every row (so
+    only what comes next can wake it), make ``change`` (which returns what
+    it wants kept), and return the poll's answer, which must hold a
+    ``kind`` notification, and what ``change`` returned."""
+    last = newest_bus_id(database_url)
+    wait_for(lambda: app.dispatcher.position >= last, 10, "the dispatcher reading every row")
+    parked_before = app.dispatcher.waiter_count
     parked = ParkedPoll(url, list(channels), last, session=session)
+    wait_for(lambda: app.dispatcher.waiter_count > parked_before, 10, "the poll parking")
     changed = change()
     answer = parked.result(10)
-    while not any(n["message"]["type"] == kind for n in answer):
-        last = max([last, *(n["id"] for n in answer)])
-        answer = poll_as(url, session, last, list(channels))
+    assert any(n["message"]["type"] == kind for n in answer), answer
     return answer, changed
 
 
@@ -124,13 +126,13 @@ def test_leaving_is_for_members_of_channels_and_groups(url, admin, team, people,
 
 def test_leaving_ends_a_parked_poll_before_the_next_message(mail_app, url, team, admin, database_url):
     demo = login(url, "demo")
-    last = max(n["id"] for n in poll_as(url, demo))
+    poll_as(url, demo)  # its first poll: its presence is written, the dispatcher starts
 
     def leave():
         ok(url, "/mail/channel/leave", {"channel_id": team["id"]}, demo)
         return post(url, admin, team["id"], "you missed this")
 
-    notes, after = answer_holding(url, demo, last, "mail.channel/leave", leave)
+    notes, after = answer_holding(mail_app, url, demo, database_url, "mail.channel/leave", leave)
     assert notes[-1]["message"]["type"] == "mail.channel/leave"
     assert after["id"] not in message_ids(notes)
     assert after["id"] not in message_ids(heard_until_marker(mail_app, url, demo, notes[-1]["id"]))
@@ -228,7 +230,8 @@ def test_an_anonymous_uuid_listener_stops_hearing_a_channel_made_private(mail_ap
         ok(url, "/mail/channel/set_privacy", {"channel_id": general, "privacy": "private"}, admin)
         return post(url, admin, general, "members only")
 
-    notes, after = answer_holding(url, None, heard[-1]["id"], "mail.channel/insert", make_private, [general_uuid])
+    notes, after = answer_holding(mail_app, url, None, database_url, "mail.channel/insert", make_private,
+                                  [general_uuid])
     assert notes[-1]["message"]["type"] == "mail.channel/insert"
     assert after["id"] not in message_ids(notes)
     assert heard_until_marker(mail_app, url, None, notes[-1]["id"], [general_uuid]) == []
@@ -248,26 +251,26 @@ def test_logging_out_tells_the_user_and_ends_its_parked_polls(mail_app, url, adm
     demo = login(url, "demo")
     copy = requests.Session()
     copy.cookies.set("session_id", demo.cookies["session_id"])
-    last = max(n["id"] for n in poll_as(url, copy))
+    poll_as(url, copy)  # its first poll: its presence is written, the dispatcher starts
     mark = newest_bus_id(database_url)
 
     def log_out():
         ok(url, "/web/session/destroy", {}, demo)
         return post(url, admin, channel_id(database_url, "general"), "after the logout")
 
-    notes, after = answer_holding(url, copy, last, SESSION_ENDED, log_out)
+    notes, after = answer_holding(mail_app, url, copy, database_url, SESSION_ENDED, log_out)
     assert (("res.partner", people["demo"]), SESSION_ENDED, {}) in notes_since(database_url, mark)
     assert notes[-1]["message"]["type"] == SESSION_ENDED
     assert after["id"] not in message_ids(notes)
     assert heard_until_marker(mail_app, url, copy, notes[-1]["id"]) == []
 
 
-def test_changing_the_password_ends_every_other_session(url, people, database_url):
+def test_changing_the_password_ends_every_other_session(mail_app, url, people, database_url):
     demo = login(url, "demo")
     elsewhere = login(url, "demo")
-    last = max(n["id"] for n in poll_as(url, elsewhere))
+    poll_as(url, elsewhere)  # its first poll: its presence is written, the dispatcher starts
     mark = newest_bus_id(database_url)
-    notes, answer = answer_holding(url, elsewhere, last, SESSION_ENDED,
+    notes, answer = answer_holding(mail_app, url, elsewhere, database_url, SESSION_ENDED,
                                    lambda: change_password(url, demo, "demo", "s3cret"))
     assert answer["result"] == {"new_password": "s3cret"}
     assert [kind for channel, kind, _ in notes_since(database_url, mark)] == [SESSION_ENDED]

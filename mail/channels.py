@@ -388,32 +388,40 @@ def notify_typing(tx: Transaction, channel: Channel, partner_id: int, partner_na
     })
 
 
-_POLL_TARGETS = (
-    "WITH caller AS (SELECT partner_id FROM res_users WHERE id = $1::integer AND session_version = $2::integer)"
-    " SELECT c.partner_id, m.channel_id, NULL FROM caller c"
-    " LEFT JOIN mail_channel_partner m ON m.partner_id = c.partner_id"
+_POLL_SUBJECTS = (
+    "SELECT u.partner_id, m.channel_id, NULL::text FROM res_users u"
+    " LEFT JOIN mail_channel_partner m ON m.partner_id = u.partner_id"
+    " WHERE u.id = $1::integer AND u.session_version = $2::integer"
     " UNION ALL"
-    " SELECT NULL, NULL, ch.uuid FROM mail_channel ch"
+    " SELECT NULL, ch.id, ch.uuid FROM mail_channel ch"
     " WHERE ch.uuid = ANY($3::text[]) AND ch.channel_type = 'channel' AND ch.public = 'public'"
-    " AND NOT EXISTS (SELECT 1 FROM mail_channel_partner m JOIN caller c ON c.partner_id = m.partner_id"
-    " WHERE m.channel_id = ch.id)"
 )
 
 
-def poll_targets(database: Database, session: Optional[Session],
-                 names: list[str]) -> tuple[Optional[int], list[int], list[str]]:
-    """What a poll may listen to, in one query: the caller's partner id (None
-    if anonymous, unknown or logged out since the cookie was signed), the
-    channels it belongs to, and which of the ``names`` it asked for are uuids
-    of public channels it does *not* belong to (a member already hears the
-    channel itself; hearing the uuid too would deliver every message twice)."""
+@dataclass(frozen=True)
+class PollSubjects:
+    """What a poll may listen to, as the database says it now."""
+
+    #: The caller's partner; None if anonymous, unknown or logged out since
+    #: the cookie was signed (or if no session was asked about).
+    partner_id: Optional[int]
+    #: The channels that partner belongs to.
+    channel_ids: tuple[int, ...]
+    #: Of the names asked about, the uuids of public channels, with their ids.
+    public_channels: dict[str, int]
+
+
+def poll_subjects(database: Database, session: Optional[Session], names: list[str]) -> PollSubjects:
+    """The session's partner and channels, and which ``names`` are uuids of
+    public channels, in one query (either part may be left out: no session,
+    no names). Whoever turns this into what a poll hears leaves out the uuids
+    of channels the caller belongs to, which it hears as members."""
     uid, version = (session.uid, session.version) if session is not None else (None, None)
     with database.cursor() as cr:
-        # Prepared: every poll runs it, and planning it costs PostgreSQL
-        # about 0.2 ms, twice what running it does.
-        execute_prepared(cr, "imbus_poll_targets", _POLL_TARGETS, (uid, version, list(names)))
+        # Prepared: planning it costs PostgreSQL about 0.2 ms, twice what
+        # running it does.
+        execute_prepared(cr, "imbus_poll_subjects", _POLL_SUBJECTS, (uid, version, list(names)))
         rows = cr.fetchall()
     partner_id = next((row[0] for row in rows if row[0] is not None), None)
-    channel_ids = [row[1] for row in rows if row[1] is not None]
-    uuids = [row[2] for row in rows if row[2] is not None]
-    return partner_id, channel_ids, uuids
+    channel_ids = tuple(sorted(row[1] for row in rows if row[0] is not None and row[1] is not None))
+    return PollSubjects(partner_id, channel_ids, {row[2]: row[1] for row in rows if row[2] is not None})

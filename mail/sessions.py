@@ -50,7 +50,7 @@ def load_secret(database: Database, configured: Optional[str] = None) -> str:
 @dataclass(frozen=True)
 class Session:
     """What a valid signature vouches for; whether it still holds is for the
-    database to say (``users.get_user``, ``channels.poll_targets``)."""
+    database to say (``users.get_user``, ``channels.poll_subjects``)."""
 
     uid: int
     version: int

@@ -165,3 +165,14 @@ def test_secret_from_environment(database_url, monkeypatch, serve):
         assert query(database_url, "SELECT count(*) FROM imbus_config")[0][0] == 0
     finally:
         app.close()
+
+
+def test_a_remembered_cookie_still_expires(make_mail_app, serve):
+    """A cookie's signature is checked once, not its age."""
+    app = make_mail_app()
+    url = serve(app).url
+    session = login(url, "admin")
+    assert ok(url, "/web/session/get_session_info", {}, session)["username"] == "admin"
+    app.sessions.max_age = 1
+    time.sleep(2.1)
+    assert ok(url, "/web/session/get_session_info", {}, session)["uid"] is False

@@ -47,22 +47,25 @@ def message_post(
     clean = sanitize_body(body, max_body_bytes)
     if message_type not in POSTABLE_TYPES:
         raise InvalidParams(f"message_type must be one of {list(POSTABLE_TYPES)}")
-    subtype = tx.execute("SELECT id FROM mail_message_subtype WHERE xmlid = %s", (subtype_xmlid,)).fetchone()
-    if subtype is None:
-        raise InvalidParams(f"unknown subtype {subtype_xmlid!r}")
     recipients = sorted(set(partner_ids or []))
-    unknown = set(recipients) - users.existing_partner_ids(tx, recipients)
+    unknown = (set(recipients) - users.existing_partner_ids(tx, recipients)) if recipients else set()
     if unknown:
         raise InvalidParams(f"unknown partners: {sorted(unknown)}")
     if parent_id is not None and tx.execute(
         "SELECT 1 FROM mail_message WHERE id = %s AND model = 'mail.channel' AND res_id = %s", (parent_id, channel.id)
     ).fetchone() is None:
         raise InvalidParams("parent_id is not a message of this channel")
-    message_id, date = tx.execute(
+    # The subtype is looked up by the INSERT itself (one round trip less
+    # on every post): an unknown one inserts nothing.
+    inserted = tx.execute(
         "INSERT INTO mail_message (model, res_id, body, author_id, message_type, subtype_id, partner_ids, parent_id)"
-        " VALUES ('mail.channel', %s, %s, %s, %s, %s, %s, %s) RETURNING id, date",
-        (channel.id, clean, author_id, message_type, subtype[0], recipients, parent_id),
+        " SELECT 'mail.channel', %s, %s, %s, %s, s.id, %s, %s FROM mail_message_subtype s WHERE s.xmlid = %s"
+        " RETURNING id, date",
+        (channel.id, clean, author_id, message_type, recipients, parent_id, subtype_xmlid),
     ).fetchone()
+    if inserted is None:
+        raise InvalidParams(f"unknown subtype {subtype_xmlid!r}")
+    message_id, date = inserted
     member_ids = _mark_interest(tx, channel, author_id, message_id, date)
     formatted = message_format(tx, [message_id])[0]
     _notify_thread(tx, channel, formatted, member_ids, format_datetime(date))

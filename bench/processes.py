@@ -63,10 +63,10 @@ def rss_kib(pid: int) -> int:
 class ServerProcess:
     """One server under test, listening on 127.0.0.1:``port``."""
 
-    def __init__(self, argv: list[str], port: int, name: str) -> None:
+    def __init__(self, argv: list[str], port: int, name: str, env: Optional[dict[str, str]] = None) -> None:
         self.name = name
         self.port = port
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        env = dict(os.environ, PYTHONUNBUFFERED="1", **(env or {}))
         # The server's output goes to a file, shown only if it fails: a clean
         # stop interrupts parked requests, and gevent reports each of them.
         self.log = tempfile.TemporaryFile()

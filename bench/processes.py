@@ -63,11 +63,12 @@ class ServerProcess:
     are on ``stats_port``, which is ``port`` unless the server shares that
     with others. It counts as started once ``stats_port`` answers."""
 
-    def __init__(self, argv: list[str], port: int, name: str, *, stats_port: Optional[int] = None) -> None:
+    def __init__(self, argv: list[str], port: int, name: str, *, stats_port: Optional[int] = None,
+                 env: Optional[dict[str, str]] = None) -> None:
         self.name = name
         self.port = port
         self.stats_port = port if stats_port is None else stats_port
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        env = dict(os.environ, PYTHONUNBUFFERED="1", **(env or {}))
         # The server's output goes to a file, shown only if it fails: a clean
         # stop interrupts parked requests, and gevent reports each of them.
         self.log = tempfile.TemporaryFile()

@@ -73,7 +73,7 @@ def benchmarks(quick: bool) -> list[tuple[str, Callable[[], Section]]]:
         ("Write throughput", lambda: write_throughput.measure(quick=quick)),
         ("Fan-out and memory", lambda: fanout.measure(quick=quick)),
         ("Workers on one port", lambda: workers.measure(quick=quick)),
-        ("Write throughput over HTTP", lambda: mail_throughput.measure(quick=quick)),
+        ("The chat at bus speed", lambda: mail_throughput.measure(quick=quick)),
         ("Latency", lambda: latency.measure(quick=quick)),
         ("Database load", lambda: db_load.measure(quick=quick)),
     ]

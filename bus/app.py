@@ -125,17 +125,21 @@ class BusApp:
 
     # -- the poll hook -----------------------------------------------------------
 
-    def subscriptions(self, request: Request, names: list[str], options: dict) -> list[Target]:
+    def subscriptions(self, request: Request, names: list[str], last: int, options: dict) -> Sequence[Target]:
         """The channels a poll listens to: by default the string channels the
         client named, plus ``broadcast``. Override to add the channels a caller
-        is entitled to (and to drop names it may not hear)."""
+        is entitled to (and to drop names it may not hear). ``last`` is the
+        newest id the client has seen, perhaps from another process: state
+        kept from this process's reads holds only up to its dispatcher's
+        ``position``."""
         return [*names, BROADCAST]
 
     def poll(self, request: Request, names: list[str], last: int, options: dict) -> Sequence[bytes]:
         """Wait for and return the notifications a poll should receive, each
         an encoded JSON entry ``{"id":N,"message":...}``."""
         dbname = self.dbname
-        entries = self.dispatcher.poll({channel_with_db(dbname, target) for target in self.subscriptions(request, names, options)},
+        targets = self.subscriptions(request, names, last, options)
+        entries = self.dispatcher.poll({channel_with_db(dbname, target) for target in targets},
                                        last, self.settings.timeout, peek=bool(options.get("peek")))
         if self._resubscribe_prefixes:
             entries = cut_after_types(entries, self._resubscribe_prefixes)

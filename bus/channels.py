@@ -178,6 +178,13 @@ def _array(entries: Sequence[bytes]) -> bytes:
     return b"[%b]" % b",".join(entries)
 
 
+def message_type_prefixes(types: Iterable[str]) -> tuple[str, ...]:
+    """What a stored message of one of ``types`` starts with (see
+    :func:`encode_message`): ``message.startswith(prefixes)`` tells its type
+    without decoding it."""
+    return tuple('{"type":%s,' % dumps(kind) for kind in types)
+
+
 def type_prefixes(types: Iterable[str]) -> tuple[bytes, ...]:
     """What an encoded entry of one of ``types`` holds right after its id."""
     return tuple((',"message":{"type":%s,' % dumps(kind)).encode() for kind in types)

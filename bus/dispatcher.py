@@ -21,7 +21,7 @@ import os
 import select
 import threading
 import time
-from typing import Iterable, Optional, Sequence
+from typing import Callable, Iterable, Optional, Sequence
 
 import psycopg2
 
@@ -109,6 +109,7 @@ class Dispatcher:
         #: timer instead of listening (see BUSY_NOTIFIES).
         self.listening = True
         self.connected = threading.Event()
+        self._observers: list[Callable[[Sequence[Row]], None]] = []
 
     # -- life cycle ---------------------------------------------------------
 
@@ -146,6 +147,16 @@ class Dispatcher:
             self._pipe_closed = True
             os.close(self._wakeup_r)
             os.close(self._wakeup_w)
+
+    def observe(self, callback: Callable[[Sequence[Row]], None]) -> None:
+        """Hand ``callback`` every shared read's final rows, in id order,
+        before any poll can see them: before the position moves past them and
+        before their waiters are woken. For state derived from the rows that
+        polls rely on (the chat's subscription cache). It runs on the
+        dispatcher, so it must be quick; the rows are not read again, so it
+        must deal with its own failures (an error is logged and the bus goes
+        on)."""
+        self._observers.append(callback)
 
     # -- polling ------------------------------------------------------------
 
@@ -404,6 +415,12 @@ class Dispatcher:
     def _publish(self, final: Sequence[Row]) -> None:
         """Make one read's final rows readable by polls: into the window,
         then the position moves past them. Every final row passes here once,
-        in id order, before the hub wakes any poll for it."""
+        in id order, before the hub wakes any poll for it; the observers see
+        them first."""
+        for callback in self._observers:
+            try:
+                callback(final)
+            except Exception:
+                _logger.exception("bus row observer failed")
         self.window.add(final)
         self.position = final[-1][0]

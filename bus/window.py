@@ -40,7 +40,7 @@ class ChannelLog:
     consistent pair.
     """
 
-    __slots__ = ("ids", "entries", "ends", "base", "blocks")
+    __slots__ = ("ids", "entries", "ends", "base", "blocks", "_last_answer")
 
     def __init__(self, base: int = 0, blocks: tuple[tuple[int, ...], tuple[bytes, ...]] = ((), ())) -> None:
         self.ids: list[int] = []
@@ -52,6 +52,10 @@ class ChannelLog:
         #: (start offset of each block, the blocks); every entry is followed
         #: by a comma in the stream.
         self.blocks = blocks
+        #: The last answer built, (start, end, entries): the polls of many
+        #: audiences (one per logged-in user, each with a channel of its own)
+        #: woken by one message all ask for the same span.
+        self._last_answer: Optional[tuple[int, int, Entries]] = None
 
     def extend(self, ids: list[int], entries: list[bytes], block_max: int) -> None:
         """Append one read's rows of this channel: a new block, merged into
@@ -79,7 +83,15 @@ class ChannelLog:
 
     def answer(self, start: int, end: int) -> Entries:
         """Entries ``start`` to ``end`` (not empty), with their JSON array as
-        slices of the blocks."""
+        slices of the blocks; the same object for the same span asked again."""
+        last = self._last_answer
+        if last is not None and last[0] == start and last[1] == end:
+            return last[2]
+        entries = self._build(start, end)
+        self._last_answer = (start, end, entries)
+        return entries
+
+    def _build(self, start: int, end: int) -> Entries:
         first = self.ends[start - 1] if start else self.base
         stop = self.ends[end - 1] - 1  # the last entry's comma is left out
         starts, blocks = self.blocks
@@ -96,7 +108,7 @@ class ChannelLog:
             parts = [b"".join(parts)]
         return Entries(self.entries, parts, start, end)
 
-    def after(self, floor: int) -> Optional["ChannelLog"]:
+    def after(self, floor: int) -> Optional[ChannelLog]:
         """A copy without the rows at or below ``floor``, or None if none is left."""
         start = bisect.bisect_right(self.ids, floor)
         if start == len(self.ids):

@@ -9,19 +9,20 @@ from __future__ import annotations
 import logging
 import math
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 import psycopg2
 from werkzeug.wrappers import Request, Response
 
 from bus.app import BusApp
-from bus.channels import BROADCAST, Target
+from bus.channels import Target
 from bus.config import Settings, require_database_url
 from bus.jsonrpc import InvalidParams, param
 
-from . import channels, controllers, presence, schema
+from . import channels, controllers, presence, schema, users
 from .message_body import DEFAULT_MAX_BODY_BYTES
 from .sessions import SessionCodec, load_secret
+from .subscriptions import SubscriptionCache
 
 _logger = logging.getLogger(__name__)
 
@@ -37,7 +38,10 @@ class MailApp(BusApp):
     :meth:`close`, the app pushes the statuses that changed by silence.
     """
 
-    resubscribe_types = frozenset({channels.JOINED_TYPE})
+    #: Everything that changes what a poll may hear; each also invalidates
+    #: the subscriptions every process keeps (mail.subscriptions).
+    resubscribe_types = frozenset({channels.JOINED_TYPE, channels.LEAVE_TYPE, channels.UPDATE_TYPE,
+                                   users.SESSION_ENDED_TYPE})
 
     def __init__(self, settings: Settings, *, secret_key: Optional[str] = None,
                  max_message_body: int = DEFAULT_MAX_BODY_BYTES, clock: Optional[presence.Clock] = None,
@@ -48,6 +52,10 @@ class MailApp(BusApp):
         super().__init__(settings)
         self.sessions = SessionCodec(self.at_start(lambda: load_secret(self.database, secret_key)))
         self.presence = presence.PresenceTracker(self.database)
+        # Exact only if the dispatcher reads every row in order, none skipped.
+        self.subscription_cache = SubscriptionCache(
+            self.database, self.dispatcher, self.resubscribe_types,
+            enabled=settings.shared_reads and settings.hold_back_gaps)
         self.presence_sweeper = presence.PresenceSweeper(self.database, self.presence, self.clock,
                                                          presence_sweep_interval)
         controllers.MailController(self).register()
@@ -60,24 +68,20 @@ class MailApp(BusApp):
         """Set or clear the session cookie if the handler asked to."""
         return self.sessions.apply(request, response)
 
-    def subscriptions(self, request: Request, names: list[str], options: dict) -> list[Target]:
-        """Derived from the database on every poll, never trusted from the
-        client: the caller's own partner channel and the channels it belongs
-        to, plus any named uuid of a *public* channel. A poll also refreshes
-        the caller's presence."""
+    def subscriptions(self, request: Request, names: list[str], last: int, options: dict) -> Sequence[Target]:
+        """Never trusted from the client: the caller's own partner channel and
+        the channels it belongs to, plus any named uuid of a *public*
+        channel, kept in memory (:mod:`mail.subscriptions`). A poll also
+        refreshes the caller's presence."""
         inactivity = param(options, "bus_inactivity", (int, float), 0)
         if not math.isfinite(inactivity) or inactivity < 0:
             raise InvalidParams("'bus_inactivity' is a number of milliseconds")
         # A name with a NUL character cannot be a uuid (nor be sent to PostgreSQL).
         names = [name for name in names if "\x00" not in name]
         self.presence_sweeper.start()
-        partner_id, channel_ids, public_uuids = channels.poll_targets(
-            self.database, self.sessions.session(request), names)
-        targets: list[Target] = [BROADCAST, *public_uuids]
+        partner_id, targets = self.subscription_cache.targets(self.sessions.session(request), names, last)
         if partner_id is None:
             return targets
-        targets.append(("res.partner", partner_id))
-        targets.extend(("mail.channel", channel_id) for channel_id in channel_ids)
         try:
             self.presence.poll(partner_id, inactivity, self.clock())
         except (psycopg2.extensions.TransactionRollbackError, psycopg2.IntegrityError):

@@ -17,10 +17,13 @@ from bus.database import Database, Transaction, execute_prepared
 from bus.models import sendmany, sendone
 
 from . import presence, users
-from .errors import InvalidInput, NotFound
+from .errors import Forbidden, InvalidInput, NotFound
 from .sessions import Session
 
 JOINED_TYPE = "mail.channel/joined"
+LEAVE_TYPE = "mail.channel/leave"
+#: Odoo's "these fields of the channel changed"; here only its privacy.
+UPDATE_TYPE = "mail.channel/insert"
 SEEN_TYPE = "mail.channel.partner/seen"
 TYPING_TYPE = "mail.channel.partner/typing_status"
 
@@ -78,11 +81,17 @@ def _clean_name(name: str) -> str:
     return name
 
 
-def create_channel(tx: Transaction, creator_partner_id: int, name: str, privacy: str = "public",
-                   description: Optional[str] = None) -> int:
-    """A new named channel with its creator as first member."""
+def _check_privacy(privacy: str) -> None:
     if privacy not in ("public", "private"):
         raise InvalidInput("privacy is 'public' or 'private'")
+
+
+def create_channel(tx: Transaction, creator_partner_id: int, name: str, now: datetime, privacy: str = "public",
+                   description: Optional[str] = None) -> int:
+    """A new named channel with its creator as first member (and owner: see
+    :func:`owner_id`). The creator's open clients are told, as for any
+    newcomer, so that their polls start hearing it."""
+    _check_privacy(privacy)
     if description is not None and len(description) > MAX_DESCRIPTION_LENGTH:
         raise InvalidInput(f"a description has at most {MAX_DESCRIPTION_LENGTH} characters")
     channel_id = tx.execute(
@@ -90,7 +99,7 @@ def create_channel(tx: Transaction, creator_partner_id: int, name: str, privacy:
         " VALUES (%s, 'channel', %s, %s, %s) RETURNING id",
         (_clean_name(name), privacy, str(uuid.uuid4()), description or None),
     ).fetchone()[0]
-    _insert_members(tx, channel_id, [creator_partner_id])
+    _announce_joined(tx, channel_id, _insert_members(tx, channel_id, [creator_partner_id]), now)
     return channel_id
 
 
@@ -112,7 +121,9 @@ def _insert_members(tx: Transaction, channel_id: int, partner_ids: Iterable[int]
 
 
 def add_member_ids(tx: Transaction, channel_id: int, partner_ids: Iterable[int]) -> list[int]:
-    """Add members without telling anyone (set-up code: nobody is listening yet)."""
+    """Add members without telling anyone (set-up code: nobody is listening
+    yet; a process already serving these partners hears the channel only
+    once their subscriptions are next invalidated)."""
     return _insert_members(tx, channel_id, partner_ids)
 
 
@@ -146,6 +157,70 @@ def add_members(tx: Transaction, channel_id: int, partner_id: int, new_partner_i
     added = _insert_members(tx, channel_id, new_partner_ids)
     _announce_joined(tx, channel_id, added, now)
     return channel_infos(tx, [channel_id], partner_id, now)[0]
+
+
+def owner_id(tx: Transaction, channel_id: int) -> Optional[int]:
+    """The partner who runs a named channel: its oldest member, that is its
+    creator until they leave, then whoever has been in it longest, so a
+    channel never lacks one while it has members."""
+    row = tx.execute("SELECT partner_id FROM mail_channel_partner WHERE channel_id = %s ORDER BY id LIMIT 1",
+                     (channel_id,)).fetchone()
+    return row[0] if row else None
+
+
+def _remove_member(tx: Transaction, channel: Channel, partner_id: int, now: datetime) -> None:
+    """Remove a member and tell that partner's clients (Odoo's
+    ``mail.channel/leave``, with the channel as they saw it, unpinned): the
+    notification also cuts their parked polls, so that they stop hearing the
+    channel from here on."""
+    info = channel_infos(tx, [channel.id], partner_id, now)[0]
+    removed = tx.execute("DELETE FROM mail_channel_partner WHERE channel_id = %s AND partner_id = %s RETURNING id",
+                         (channel.id, partner_id)).fetchone()
+    if removed is None:
+        raise InvalidInput(f"partner {partner_id} is not a member of channel {channel.id}")
+    sendone(tx, ("res.partner", partner_id), LEAVE_TYPE, {**info, "is_pinned": False})
+
+
+def leave(tx: Transaction, channel_id: int, partner_id: int, now: datetime) -> None:
+    """Leave a channel or a group (Odoo's ``action_unfollow``). A chat cannot
+    be left: it is found again whenever either side opens it."""
+    channel = member_channel(tx, channel_id, partner_id)
+    if channel.channel_type == "chat":
+        raise InvalidInput("a chat cannot be left")
+    _remove_member(tx, channel, partner_id, now)
+
+
+def remove_member(tx: Transaction, channel_id: int, partner_id: int, member_id: int, now: datetime) -> dict:
+    """Remove ``member_id`` from a conversation the caller belongs to: from a
+    group, any member may (as any member may invite); from a named channel,
+    only its owner (:func:`owner_id`); from a chat, nobody. Removing oneself
+    is leaving."""
+    channel = member_channel(tx, channel_id, partner_id)
+    if channel.channel_type == "chat":
+        raise InvalidInput("a chat is between two people; nobody can be removed from it")
+    if member_id != partner_id and channel.channel_type == "channel" and owner_id(tx, channel.id) != partner_id:
+        raise Forbidden("only the channel's owner may remove other members")
+    _remove_member(tx, channel, member_id, now)
+    return channel_infos(tx, [channel.id], partner_id, now)[0]
+
+
+def set_privacy(tx: Transaction, channel_id: int, partner_id: int, privacy: str, now: datetime) -> dict:
+    """Make a named channel public or private; only its owner may. Members
+    and the listeners of its uuid are told (``mail.channel/insert``): for
+    the latter this ends hearing the channel by its uuid once it is private,
+    and the notification cuts their parked polls so that they do."""
+    _check_privacy(privacy)
+    channel = member_channel(tx, channel_id, partner_id)
+    if channel.channel_type != "channel":
+        raise InvalidInput("only named channels can be public; chats and groups are private")
+    if owner_id(tx, channel.id) != partner_id:
+        raise Forbidden("only the channel's owner may change its privacy")
+    changed = tx.execute("UPDATE mail_channel SET public = %s WHERE id = %s AND public <> %s RETURNING id",
+                         (privacy, channel.id, privacy)).fetchone()
+    if changed is not None:
+        payload = {"id": channel.id, "public": privacy}
+        sendmany(tx, [(("mail.channel", channel.id), UPDATE_TYPE, payload), (channel.uuid, UPDATE_TYPE, payload)])
+    return channel_infos(tx, [channel.id], partner_id, now)[0]
 
 
 def get_or_create_chat(tx: Transaction, partner_id: int, other_partner_id: int, now: datetime) -> dict:
@@ -313,32 +388,40 @@ def notify_typing(tx: Transaction, channel: Channel, partner_id: int, partner_na
     })
 
 
-_POLL_TARGETS = (
-    "WITH caller AS (SELECT partner_id FROM res_users WHERE id = $1::integer AND session_version = $2::integer)"
-    " SELECT c.partner_id, m.channel_id, NULL FROM caller c"
-    " LEFT JOIN mail_channel_partner m ON m.partner_id = c.partner_id"
+_POLL_SUBJECTS = (
+    "SELECT u.partner_id, m.channel_id, NULL::text FROM res_users u"
+    " LEFT JOIN mail_channel_partner m ON m.partner_id = u.partner_id"
+    " WHERE u.id = $1::integer AND u.session_version = $2::integer"
     " UNION ALL"
-    " SELECT NULL, NULL, ch.uuid FROM mail_channel ch"
+    " SELECT NULL, ch.id, ch.uuid FROM mail_channel ch"
     " WHERE ch.uuid = ANY($3::text[]) AND ch.channel_type = 'channel' AND ch.public = 'public'"
-    " AND NOT EXISTS (SELECT 1 FROM mail_channel_partner m JOIN caller c ON c.partner_id = m.partner_id"
-    " WHERE m.channel_id = ch.id)"
 )
 
 
-def poll_targets(database: Database, session: Optional[Session],
-                 names: list[str]) -> tuple[Optional[int], list[int], list[str]]:
-    """What a poll may listen to, in one query: the caller's partner id (None
-    if anonymous, unknown or logged out since the cookie was signed), the
-    channels it belongs to, and which of the ``names`` it asked for are uuids
-    of public channels it does *not* belong to (a member already hears the
-    channel itself; hearing the uuid too would deliver every message twice)."""
+@dataclass(frozen=True)
+class PollSubjects:
+    """What a poll may listen to, as the database says it now."""
+
+    #: The caller's partner; None if anonymous, unknown or logged out since
+    #: the cookie was signed (or if no session was asked about).
+    partner_id: Optional[int]
+    #: The channels that partner belongs to.
+    channel_ids: tuple[int, ...]
+    #: Of the names asked about, the uuids of public channels, with their ids.
+    public_channels: dict[str, int]
+
+
+def poll_subjects(database: Database, session: Optional[Session], names: list[str]) -> PollSubjects:
+    """The session's partner and channels, and which ``names`` are uuids of
+    public channels, in one query (either part may be left out: no session,
+    no names). Whoever turns this into what a poll hears leaves out the uuids
+    of channels the caller belongs to, which it hears as members."""
     uid, version = (session.uid, session.version) if session is not None else (None, None)
     with database.cursor() as cr:
-        # Prepared: every poll runs it, and planning it costs PostgreSQL
-        # about 0.2 ms, twice what running it does.
-        execute_prepared(cr, "imbus_poll_targets", _POLL_TARGETS, (uid, version, list(names)))
+        # Prepared: planning it costs PostgreSQL about 0.2 ms, twice what
+        # running it does.
+        execute_prepared(cr, "imbus_poll_subjects", _POLL_SUBJECTS, (uid, version, list(names)))
         rows = cr.fetchall()
     partner_id = next((row[0] for row in rows if row[0] is not None), None)
-    channel_ids = [row[1] for row in rows if row[1] is not None]
-    uuids = [row[2] for row in rows if row[2] is not None]
-    return partner_id, channel_ids, uuids
+    channel_ids = tuple(sorted(row[1] for row in rows if row[0] is not None and row[1] is not None))
+    return PollSubjects(partner_id, channel_ids, {row[2]: row[1] for row in rows if row[2] is not None})

@@ -79,11 +79,20 @@ def post_arguments(post_data: dict) -> dict:
             "parent_id": param(post_data, "parent_id", int, None)}
 
 
+def password_fields(params: dict) -> dict[str, str]:
+    """Odoo's ``fields``: a form's ``[{"name": ..., "value": ...}]``."""
+    fields = param(params, "fields", list, required=True)
+    if len(fields) > 10 or not all(isinstance(f, dict) and isinstance(f.get("name"), str)
+                                   and isinstance(f.get("value"), str) for f in fields):
+        raise InvalidParams("'fields' is a list of {name, value} strings")
+    return {f["name"]: text(f, "value") for f in fields}
+
+
 class MailController:
     """Discuss's routes, one method each, registered on a :class:`MailApp`
     by :meth:`register`."""
 
-    def __init__(self, app: "MailApp") -> None:
+    def __init__(self, app: MailApp) -> None:
         self.app = app
         self.database = app.database
 
@@ -171,6 +180,26 @@ class MailController:
         self.app.sessions.forget(request)
         return None
 
+    @route("/web/session/change_password")
+    def change_password(self, request: Request, params: dict, session: Session) -> Any:
+        """Odoo's route and answers: ``fields`` as a form serialises them,
+        ``{"new_password": ...}`` on success, ``{"error", "title"}`` for what
+        the user typed wrong. Every other session of the user ends; the
+        caller's continues with a fresh cookie."""
+        typed = password_fields(params)
+        old, new, confirm = (typed.get(name, "") for name in ("old_pwd", "new_password", "confirm_pwd"))
+        if not (old.strip() and new.strip() and confirm.strip()):
+            return {"error": "You cannot leave any password empty.", "title": "Change Password"}
+        if new != confirm:
+            return {"error": "The new password and its confirmation must be identical.", "title": "Change Password"}
+        with self.database.transaction() as tx:
+            changed = users.change_password(tx, self._user(tx, session), old, new)
+        if changed is None:
+            return {"error": "The old password you provided is incorrect, your password was not changed.",
+                    "title": "Change Password"}
+        self.app.sessions.remember(request, changed.session)
+        return {"new_password": new}
+
     # -- messaging ---------------------------------------------------------------------
 
     @route("/mail/init_messaging")
@@ -237,7 +266,7 @@ class MailController:
         now = self.app.clock()
         with self.database.transaction() as tx:
             user = self._user(tx, session)
-            channel_id = channels.create_channel(tx, user.partner_id, name, privacy, description)
+            channel_id = channels.create_channel(tx, user.partner_id, name, now, privacy, description)
             return channels.channel_infos(tx, [channel_id], user.partner_id, now)[0]
 
     @route("/mail/channel/join")
@@ -256,6 +285,33 @@ class MailController:
         with self.database.transaction() as tx:
             user = self._user(tx, session)
             return channels.add_members(tx, channel_id, user.partner_id, partner_ids, now)
+
+    @route("/mail/channel/leave")
+    def leave(self, request: Request, params: dict, session: Session) -> Any:
+        channel_id = param(params, "channel_id", int, required=True)
+        now = self.app.clock()
+        with self.database.transaction() as tx:
+            user = self._user(tx, session)
+            channels.leave(tx, channel_id, user.partner_id, now)
+        return True
+
+    @route("/mail/channel/remove_member")
+    def remove_member(self, request: Request, params: dict, session: Session) -> Any:
+        channel_id = param(params, "channel_id", int, required=True)
+        member_id = param(params, "partner_id", int, required=True)
+        now = self.app.clock()
+        with self.database.transaction() as tx:
+            user = self._user(tx, session)
+            return channels.remove_member(tx, channel_id, user.partner_id, member_id, now)
+
+    @route("/mail/channel/set_privacy")
+    def set_privacy(self, request: Request, params: dict, session: Session) -> Any:
+        channel_id = param(params, "channel_id", int, required=True)
+        privacy = text(params, "privacy", required=True)
+        now = self.app.clock()
+        with self.database.transaction() as tx:
+            user = self._user(tx, session)
+            return channels.set_privacy(tx, channel_id, user.partner_id, privacy, now)
 
     @route("/mail/channel/get_or_create_chat")
     def get_or_create_chat(self, request: Request, params: dict, session: Session) -> Any:

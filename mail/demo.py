@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> None:
     sys.exit(status)
 
 
-def _start_postgres(port: int) -> "EmbeddedPostgres":
+def _start_postgres(port: int) -> EmbeddedPostgres:
     from bus.embedded_postgres import EmbeddedPostgres
 
     cluster = EmbeddedPostgres(datadir=PGDATA.resolve(), port=port, durable=True)

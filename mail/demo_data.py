@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from bus.database import Database
 
-from . import channels, messages, users
+from . import channels, messages, presence, users
 
 #: (login, password, name): the accounts the demo's login screen mentions.
 DEMO_USERS = [
@@ -43,7 +43,8 @@ def install_demo_data(database: Database) -> None:
         if row is not None:
             return
         admin_partner_id = demo_partner_ids[0]
-        channel_id = channels.create_channel(tx, admin_partner_id, GENERAL_CHANNEL, "public", GENERAL_DESCRIPTION)
+        channel_id = channels.create_channel(tx, admin_partner_id, GENERAL_CHANNEL, presence.utc_now(), "public",
+                                            GENERAL_DESCRIPTION)
         channels.add_member_ids(tx, channel_id, demo_partner_ids)
         channel = channels.member_channel(tx, channel_id, admin_partner_id)
         messages.message_post(tx, channel, admin_partner_id, WELCOME)

@@ -7,12 +7,19 @@ from typing import Optional
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from bus.database import Transaction
+from bus.models import sendone
 
 from .errors import Forbidden
 from .sessions import Session
 
 #: One answer to a wrong login, password or database: which one was wrong is not told.
 WRONG_CREDENTIALS = "wrong login, password or database"
+
+#: Told to a user's partner when every session signed so far stops working
+#: (logout, a new password): it cuts the parked polls of those sessions, so
+#: that they stop hearing what only the user may, and their clients find
+#: out whether they are still logged in.
+SESSION_ENDED_TYPE = "res.users/session_ended"
 
 # Compared against when the login is unknown, so that a wrong login costs
 # the same time as a wrong password and logins cannot be probed by timing.
@@ -72,6 +79,24 @@ def get_user(tx: Transaction, session: Session) -> Optional[User]:
 def end_sessions(tx: Transaction, user: User) -> None:
     """Log the user out everywhere: every cookie signed so far stops working."""
     tx.execute("UPDATE res_users SET session_version = session_version + 1 WHERE id = %s", (user.id,))
+    sendone(tx, ("res.partner", user.partner_id), SESSION_ENDED_TYPE, {})
+
+
+def change_password(tx: Transaction, user: User, old_password: str, new_password: str) -> Optional[User]:
+    """Set a new password if ``old_password`` is the current one, ending
+    every session signed so far (a thief's copy of a cookie included);
+    returns the user with its new session version, for a fresh cookie, or
+    None if the old password is wrong."""
+    row = tx.execute("SELECT password FROM res_users WHERE id = %s FOR UPDATE", (user.id,)).fetchone()
+    if row is None or not check_password_hash(row[0], old_password):
+        return None
+    version = tx.execute(
+        "UPDATE res_users SET password = %s, session_version = session_version + 1 WHERE id = %s"
+        " RETURNING session_version",
+        (generate_password_hash(new_password), user.id),
+    ).fetchone()[0]
+    sendone(tx, ("res.partner", user.partner_id), SESSION_ENDED_TYPE, {})
+    return User(user.id, user.login, user.name, user.partner_id, version)
 
 
 def get_user_by_login(tx: Transaction, login: str) -> Optional[User]:

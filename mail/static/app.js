@@ -696,6 +696,15 @@ const handlers = {
         renderSidebar();
     },
     "mail.channel/joined": (payload) => joinedChannel(payload),
+    "mail.channel/leave": (payload) => leftChannel(payload.id),
+    "mail.channel/insert": (payload) => {
+        const channel = state.channels.get(payload.id);
+        if (!channel) return;
+        Object.assign(channel, payload);
+        renderSidebar();
+        if (channel.id === state.currentId) renderHeader();
+    },
+    "res.users/session_ended": () => checkSession(),
     "bus/im_status": (payload) => presenceUpdate(payload),
     "bus/outdated": () => resync(),
 };
@@ -896,6 +905,13 @@ function showLogin(message = "") {
     error.hidden = !message;
     document.title = "Sign in · imbus chat";
     $("[data-testid=login-input]").focus();
+}
+
+/** Some sessions of this user ended (a logout, a new password): this
+ * one too, unless it is the one that changed the password. */
+async function checkSession() {
+    const info = await attempt(() => rpc("/web/session/get_session_info", {}));
+    if (info && !info.uid) sessionLost();
 }
 
 function sessionLost() {

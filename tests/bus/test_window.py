@@ -82,3 +82,18 @@ def test_an_answer_behaves_as_the_list_of_its_entries():
     assert answer == list(answer) and list(answer) == answer[:]
     assert not window.answer(["a"], ids[-1], ids[-1])
     assert window.answer(["a"], ids[-1], ids[-1]) == []
+
+
+def test_polls_of_different_channel_sets_share_one_answer_when_one_channel_has_news():
+    """One message in a channel of 1,000 members wakes 1,000 audiences (each
+    member also hears a channel of its own): the answer, and its JSON, are
+    built once for them all, and anew once the channel has more."""
+    window = Window(size=100)
+    window.add([(1, "general", encode_message("t", {"n": 1})), (2, "alice", encode_message("t", {"n": 2}))])
+    first = window.answer(["general", "bob"], 0, 2)
+    assert window.answer(["general", "carol"], 0, 2) is first
+    assert wire_ids(first) == [1]
+    window.add([(3, "general", encode_message("t", {"n": 3}))])
+    later = window.answer(["general", "bob"], 0, 3)
+    assert later is not first and wire_ids(later) == [1, 3]
+    assert wire_ids(window.answer(["general", "alice"], 0, 3)) == [1, 2, 3]

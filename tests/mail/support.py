@@ -114,16 +114,16 @@ def message_ids(notes: list[dict]) -> list[int]:
 
 
 def poll_until(url: str, session: Optional[requests.Session], done, channels: Optional[list] = None,
-               timeout: float = 10.0) -> list[dict]:
-    """Poll like a client (``last`` = highest id seen) until ``done(notes)``
-    holds for everything received, or ``timeout`` passes.
+               timeout: float = 10.0, since: int = 0) -> list[dict]:
+    """Poll like a client (``last`` = highest id seen, from ``since``) until
+    ``done(notes)`` holds for everything received, or ``timeout`` passes.
 
     A poll answers as soon as it has something, and NOTIFY reaches the
     dispatcher asynchronously, so one poll may come back before a row that
     was committed a moment ago.
     """
     notes: list[dict] = []
-    last = 0
+    last = since
     deadline = time.monotonic() + timeout
     while not done(notes) and time.monotonic() < deadline:
         batch = poll_as(url, session, last, channels)

@@ -12,8 +12,20 @@ from itsdangerous import URLSafeTimedSerializer
 from bus.config import DEFAULT_MAX_CHANNEL_NAME
 from mail.app import create_app
 from mail.demo_data import install_demo_data
-from tests.mail.support import (TEST_SECRET, call, channel_id, login, message_ids, ok, partner_id, poll_as, poll_until,
-                                query, refused, snapshot)
+from tests.mail.support import (
+    TEST_SECRET,
+    call,
+    channel_id,
+    login,
+    message_ids,
+    ok,
+    partner_id,
+    poll_as,
+    poll_until,
+    query,
+    refused,
+    snapshot,
+)
 from tests.support import INVALID_PARAMS, NOT_FOUND, SESSION_EXPIRED, HttpServer, create_database, drop_database
 
 MODE = os.environ.get("IMBUS_TEST_MODE", "threaded")

@@ -7,8 +7,20 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import requests
 
-from tests.mail.support import (bus_notifications, call, channel_id, error_name, login, message_ids, ok, partner_id,
-                                poll_as, poll_until, query, refused)
+from tests.mail.support import (
+    bus_notifications,
+    call,
+    channel_id,
+    error_name,
+    login,
+    message_ids,
+    ok,
+    partner_id,
+    poll_as,
+    poll_until,
+    query,
+    refused,
+)
 from tests.support import INVALID_PARAMS, NOT_FOUND, odoo_error
 
 

@@ -3,8 +3,18 @@ announced to every member, and closed to everyone else."""
 import psycopg2
 import pytest
 
-from tests.mail.support import (bus_notifications, call, login, message_ids, ok, partner_id, poll_as, poll_until, query,
-                                refused)
+from tests.mail.support import (
+    bus_notifications,
+    call,
+    login,
+    message_ids,
+    ok,
+    partner_id,
+    poll_as,
+    poll_until,
+    query,
+    refused,
+)
 from tests.support import INVALID_PARAMS, NOT_FOUND
 
 

@@ -7,8 +7,19 @@ from werkzeug.test import Client
 
 from mail.app import create_app
 from mail.demo_data import install_demo_data
-from tests.mail.support import (TEST_SECRET, call, error_name, login, message_ids, ok, partner_id, poll_as, poll_until,
-                                query, refused)
+from tests.mail.support import (
+    TEST_SECRET,
+    call,
+    error_name,
+    login,
+    message_ids,
+    ok,
+    partner_id,
+    poll_as,
+    poll_until,
+    query,
+    refused,
+)
 from tests.support import ACCESS_DENIED, INVALID_PARAMS
 
 
@@ -166,3 +177,14 @@ def test_secret_from_environment(database_url, monkeypatch, serve):
         assert query(database_url, "SELECT count(*) FROM imbus_config")[0][0] == 0
     finally:
         app.close()
+
+
+def test_a_remembered_cookie_still_expires(make_mail_app, serve):
+    """A cookie's signature is checked once, not its age."""
+    app = make_mail_app()
+    url = serve(app).url
+    session = login(url, "admin")
+    assert ok(url, "/web/session/get_session_info", {}, session)["username"] == "admin"
+    app.sessions.max_age = 1
+    time.sleep(2.1)
+    assert ok(url, "/web/session/get_session_info", {}, session)["uid"] is False

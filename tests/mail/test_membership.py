@@ -20,7 +20,7 @@ from tests.mail.support import (
     query,
     snapshot,
 )
-from tests.support import ParkedPoll, wait_for
+from tests.support import ACCESS_DENIED, INVALID_PARAMS, NOT_FOUND, SESSION_EXPIRED, ParkedPoll, wait_for
 
 SESSION_ENDED = "res.users/session_ended"
 
@@ -118,19 +118,19 @@ def test_a_member_leaves_and_is_told(url, team, people, database_url):
     assert payload["id"] == team["id"] and payload["is_pinned"] is False
     assert team["id"] not in [c["id"] for c in ok(url, "/mail/init_messaging", {}, demo)["channels"]]
     # Gone: the channel is now like any other private channel to demo.
-    refused(url, "/mail/channel/leave", {"channel_id": team["id"]}, demo, database_url, "not_found")
-    assert error_name(call(url, "/mail/channel/messages", {"channel_id": team["id"]}, demo)) == "not_found"
+    refused(url, "/mail/channel/leave", {"channel_id": team["id"]}, demo, database_url, NOT_FOUND)
+    assert error_name(call(url, "/mail/channel/messages", {"channel_id": team["id"]}, demo)) == NOT_FOUND
 
 
 def test_leaving_is_for_members_of_channels_and_groups(url, admin, team, people, database_url):
     joel = login(url, "joel")
-    refused(url, "/mail/channel/leave", {"channel_id": team["id"]}, joel, database_url, "not_found")
+    refused(url, "/mail/channel/leave", {"channel_id": team["id"]}, joel, database_url, NOT_FOUND)
     body = refused(url, "/mail/channel/leave", {"channel_id": team["id"]}, requests.Session(), database_url,
-                   "session_expired")
+                   SESSION_EXPIRED)
     assert body["error"]["code"] == 100
-    refused(url, "/mail/channel/leave", {"channel_id": "x"}, admin, database_url, "invalid_params")
+    refused(url, "/mail/channel/leave", {"channel_id": "x"}, admin, database_url, INVALID_PARAMS)
     chat = ok(url, "/mail/channel/get_or_create_chat", {"partner_ids": [people["jane"]]}, admin)
-    refused(url, "/mail/channel/leave", {"channel_id": chat["id"]}, admin, database_url, "invalid_params")
+    refused(url, "/mail/channel/leave", {"channel_id": chat["id"]}, admin, database_url, INVALID_PARAMS)
     group = ok(url, "/mail/channel/create_group", {"partner_ids": [people["jane"], people["demo"]]}, admin)
     assert ok(url, "/mail/channel/leave", {"channel_id": group["id"]}, login(url, "jane")) is True
     assert members(database_url, group["id"]) == sorted([people["admin"], people["demo"]])
@@ -171,14 +171,14 @@ def test_who_may_remove_whom(url, admin, team, people, database_url):
 
     # In a named channel only the owner removes others; a stranger is told
     # nothing exists; so is an anonymous caller, to log in first.
-    remove(team["id"], people["jane"], demo, "access_denied")
-    remove(team["id"], people["admin"], demo, "access_denied")
-    remove(team["id"], people["jane"], joel, "not_found")
-    assert remove(team["id"], people["jane"], requests.Session(), "session_expired")["error"]["code"] == 100
-    remove(team["id"], people["joel"], admin, "invalid_params")  # not a member
-    remove(team["id"], "jane", admin, "invalid_params")
+    remove(team["id"], people["jane"], demo, ACCESS_DENIED)
+    remove(team["id"], people["admin"], demo, ACCESS_DENIED)
+    remove(team["id"], people["jane"], joel, NOT_FOUND)
+    assert remove(team["id"], people["jane"], requests.Session(), SESSION_EXPIRED)["error"]["code"] == 100
+    remove(team["id"], people["joel"], admin, INVALID_PARAMS)  # not a member
+    remove(team["id"], "jane", admin, INVALID_PARAMS)
     chat = ok(url, "/mail/channel/get_or_create_chat", {"partner_ids": [people["jane"]]}, admin)
-    remove(chat["id"], people["jane"], admin, "invalid_params")
+    remove(chat["id"], people["jane"], admin, INVALID_PARAMS)
     # Removing oneself is leaving, which any member may.
     ok(url, "/mail/channel/remove_member", {"channel_id": team["id"], "partner_id": people["demo"]}, demo)
     # In a group, as anyone may invite, anyone may remove.
@@ -191,7 +191,7 @@ def test_the_owner_who_leaves_hands_the_channel_to_the_longest_member(url, admin
     ok(url, "/mail/channel/leave", {"channel_id": team["id"]}, admin)
     demo, jane = login(url, "demo"), login(url, "jane")
     refused(url, "/mail/channel/remove_member", {"channel_id": team["id"], "partner_id": people["demo"]}, jane,
-            database_url, "access_denied")
+            database_url, ACCESS_DENIED)
     ok(url, "/mail/channel/remove_member", {"channel_id": team["id"], "partner_id": people["jane"]}, demo)
     assert members(database_url, team["id"]) == [people["demo"]]
 
@@ -212,7 +212,7 @@ def test_the_owner_makes_a_channel_private_and_its_uuid_listeners_are_told(url, 
     ok(url, "/mail/channel/set_privacy", {"channel_id": open_channel["id"], "privacy": "private"}, admin)
     assert notes_since(database_url, last) == []
     assert error_name(call(url, "/mail/channel/join", {"channel_id": open_channel["id"]}, login(url, "demo"))) \
-        == "not_found"
+        == NOT_FOUND
     ok(url, "/mail/channel/set_privacy", {"channel_id": open_channel["id"], "privacy": "public"}, admin)
     ok(url, "/mail/channel/join", {"channel_id": open_channel["id"]}, login(url, "demo"))
 
@@ -222,13 +222,13 @@ def test_who_may_change_privacy(url, admin, team, people, database_url):
         params = {"channel_id": channel, "privacy": privacy}
         return refused(url, "/mail/channel/set_privacy", params, session, database_url, expected)
 
-    change(team["id"], "public", login(url, "demo"), "access_denied")
-    change(team["id"], "public", login(url, "joel"), "not_found")
-    assert change(team["id"], "public", requests.Session(), "session_expired")["error"]["code"] == 100
-    change(team["id"], "everyone", admin, "invalid_params")
-    change(team["id"], None, admin, "invalid_params")
+    change(team["id"], "public", login(url, "demo"), ACCESS_DENIED)
+    change(team["id"], "public", login(url, "joel"), NOT_FOUND)
+    assert change(team["id"], "public", requests.Session(), SESSION_EXPIRED)["error"]["code"] == 100
+    change(team["id"], "everyone", admin, INVALID_PARAMS)
+    change(team["id"], None, admin, INVALID_PARAMS)
     group = ok(url, "/mail/channel/create_group", {"partner_ids": [people["jane"]]}, admin)
-    change(group["id"], "public", admin, "invalid_params")
+    change(group["id"], "public", admin, INVALID_PARAMS)
 
 
 def test_an_anonymous_uuid_listener_stops_hearing_a_channel_made_private(mail_app, url, admin, database_url):
@@ -291,7 +291,7 @@ def test_changing_the_password_ends_every_other_session(mail_app, url, people, d
     assert ok(url, "/web/session/get_session_info", {}, demo)["partner_id"] == people["demo"]
     assert ok(url, "/web/session/get_session_info", {}, elsewhere)["uid"] is False
     assert error_name(call(url, "/web/session/authenticate", {"login": "demo", "password": "demo"})) \
-        == "access_denied"
+        == ACCESS_DENIED
     assert ok(url, "/web/session/get_session_info", {}, login(url, "demo", "s3cret"))["partner_id"] == people["demo"]
 
 
@@ -307,8 +307,8 @@ def test_a_password_change_that_does_not_add_up_changes_nothing(url, database_ur
         assert change_password(url, demo, old, new, confirm)["result"] == {"error": error, "title": "Change Password"}
     for bad in [{}, {"fields": "old_pwd=demo"}, {"fields": [{"name": "old_pwd"}]}, {"fields": [["old_pwd", "x"]]},
                 {"fields": [{"name": "old_pwd", "value": "de\x00mo"}]}]:
-        assert error_name(call(url, "/web/session/change_password", bad, demo)) == "invalid_params", bad
+        assert error_name(call(url, "/web/session/change_password", bad, demo)) == INVALID_PARAMS, bad
     body = change_password(url, requests.Session(), "demo", "s3cret")
-    assert error_name(body) == "session_expired" and body["error"]["code"] == 100
+    assert error_name(body) == SESSION_EXPIRED and body["error"]["code"] == 100
     assert (snapshot(database_url), query(database_url, "SELECT password, session_version FROM res_users")) == before
     assert ok(url, "/web/session/get_session_info", {}, demo)["username"] == "demo"

@@ -21,6 +21,7 @@ setup(
         "test": ["pytest>=7", "requests>=2.28", "PyYAML>=6", "playwright>=1.40", "gunicorn>=21"],
         "bench": ["uvloop>=0.17", "py-spy>=0.3", "gunicorn>=21"],
         "gunicorn": ["gunicorn>=21"],
+        "check": ["ruff>=0.5", "mypy>=1.8"],
     },
     entry_points={
         "console_scripts": [

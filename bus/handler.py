@@ -43,7 +43,7 @@ import logging
 import math
 import time
 from socket import SHUT_RD, SHUT_WR
-from typing import BinaryIO, ClassVar, Optional
+from typing import Any, BinaryIO, ClassVar, Optional
 
 from gevent import GreenletExit
 from gevent.pywsgi import MAX_REQUEST_LINE, WSGIHandler, format_date_time
@@ -85,6 +85,12 @@ class Handler(WSGIHandler):
     """pywsgi's handler with :func:`read_head`, deadlines, connections closed
     after a body left unread, gathered writes, and no access-log line built
     for a server that has no access log."""
+
+    # Set by pywsgi's WSGIHandler as it answers; declared for the type checker.
+    provided_date: Optional[bytes]
+    headers_sent: bool
+    code: int
+    status: Any  # bytes; a str once a send failed, as pywsgi has it
 
     #: The deadlines of every connection this class handles.
     timeouts: ClassVar[Timeouts] = Timeouts()
@@ -260,7 +266,7 @@ class Handler(WSGIHandler):
             return
         self.headers_sent = True
         self.finalize_headers()  # a list has a length: Content-Length, never chunked
-        head = [b"HTTP/1.1 ", self.status, b"\r\n"]
+        head: list[bytes] = [b"HTTP/1.1 ", self.status, b"\r\n"]
         for name, value in self.response_headers:
             head += (name, b": ", value, b"\r\n")
         head.append(b"\r\n")

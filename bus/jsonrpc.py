@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import logging
 from functools import cache
-from typing import Any, Callable, Iterable, Optional
+from typing import Any, Callable, Iterable, Optional, cast
 
 from werkzeug.datastructures import Headers
 from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge
@@ -160,7 +160,8 @@ class JSONResponse(Response):
                 self.response = [b"".join(self.response)]
             return super().__call__(environ, start_response)
         start_response(self.status, self.headers.to_wsgi_list())
-        return _one_body(environ, self.response)
+        # bytes, or memoryviews for a server that gathers its writes.
+        return cast("list[bytes]", _one_body(environ, self.response))
 
 
 class JSONAnswer:
@@ -183,11 +184,13 @@ class JSONAnswer:
         return [("Content-Type", "application/json"), ("Content-Length", str(sum(map(len, self.chunks))))]
 
     def response(self) -> JSONResponse:
-        return JSONResponse(self.chunks, self.status, Headers(self._headers()))
+        # JSONResponse joins memoryviews into bytes before werkzeug sees them.
+        return JSONResponse(cast("list[bytes]", self.chunks), self.status, Headers(self._headers()))
 
     def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
         start_response(_status_line(self.status), self._headers())
-        return _one_body(environ, self.chunks)
+        # bytes, or memoryviews for a server that gathers its writes.
+        return cast("list[bytes]", _one_body(environ, self.chunks))
 
 
 class _ClosingAnswer(JSONAnswer):
@@ -254,6 +257,7 @@ def _read_body(request: Request, max_body: int) -> bytes:
     if declared is not None and declared > max_body:
         raise _too_large(max_body)
     if plain:
+        assert declared is not None  # plain: the digits of Content-Length
         try:
             raw = environ["wsgi.input"].read(declared) if declared else b""
         except OSError as exc:  # how gevent's input reports a body cut short

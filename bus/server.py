@@ -66,7 +66,7 @@ def serve_gevent(app: Callable, host: str, port: int, *, on_shutdown: Optional[C
     server = WSGIServer(listener, tracked, spawn=Pool(), log=None, error_log=_logger,
                         handler_class=Handler.with_timeouts(timeouts))
 
-    stopping = []
+    stopping: list[bool] = []
 
     def shut_down() -> None:
         if stopping:
@@ -120,7 +120,7 @@ def serve_threaded(app: Callable, host: str, port: int, *, on_shutdown: Optional
         server.server_close()
 
 
-def stop_signals() -> list[int]:
+def stop_signals() -> list[signal.Signals]:
     """SIGTERM, and SIGINT unless the process inherited it ignored: a shell
     starts background jobs that way so that Ctrl-C spares them, and such a
     process is stopped with SIGTERM."""

@@ -43,7 +43,7 @@ def route(path: str, *, auth: str = "user", kind: str = "json") -> Callable:
     Odoo's ``@http.route`` does. A JSON route's method takes the request and
     its params, plus the caller's session when ``auth="user"``; a plain
     route's method takes the request."""
-    def mark(method: Callable) -> Callable:
+    def mark(method: Any) -> Any:
         method.route = Route(path, auth, kind)
         return method
     return mark

@@ -8,8 +8,9 @@ about a message that is not there, and a rolled-back post announces nothing.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Optional
+from typing import Optional, Union
 
+from bus.channels import Target
 from bus.database import Transaction
 from bus.models import sendmany
 
@@ -69,7 +70,7 @@ def message_post(
     message_id, date = inserted
     member_ids = _mark_interest(tx, channel, author_id, message_id, date)
     formatted = message_format(tx, [message_id])[0]
-    _notify_thread(tx, channel, formatted, member_ids, format_datetime(date))
+    _notify_thread(tx, channel, formatted, member_ids, format_datetime(date) or "")
     return formatted
 
 
@@ -98,7 +99,7 @@ def _notify_thread(tx: Transaction, channel: Channel, message: dict, member_ids:
     a public channel's uuid, and, for chats and groups, each member's own
     channel (their conversation list reorders on it)."""
     payload = {"id": channel.id, "message": message}
-    notifications = [(("mail.channel", channel.id), NEW_MESSAGE_TYPE, payload)]
+    notifications: list[tuple[Target, str, dict]] = [(("mail.channel", channel.id), NEW_MESSAGE_TYPE, payload)]
     if channel.is_public_channel:
         notifications.append((channel.uuid, NEW_MESSAGE_TYPE, payload))
     if channel.channel_type in ("chat", "group"):
@@ -127,7 +128,7 @@ def message_format(tx: Transaction, message_ids: list[int]) -> list[dict]:
     formatted = []
     for (mid, body, date, author_id, author_name, model, res_id, message_type, subtype_id, subtype_name,
          subtype_xmlid, record_name, parent_id, parent_author, parent_body, recipients) in rows:
-        parent = False
+        parent: Union[bool, list] = False
         if parent_id is not None:
             parent_text = preview(parent_body or "")
             parent = [parent_id, f"{parent_author}: {parent_text}" if parent_author else parent_text]

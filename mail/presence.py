@@ -24,6 +24,7 @@ from typing import Callable, Iterable, Optional
 
 import psycopg2
 
+from bus.channels import Target
 from bus.database import Database, DatabaseUnavailable, Transaction
 from bus.models import sendmany
 
@@ -174,7 +175,7 @@ def push_statuses(tx: Transaction, changes: dict[int, str]) -> None:
     channels: dict[int, list[int]] = {}
     for partner_id, channel_id in rows:
         channels.setdefault(partner_id, []).append(channel_id)
-    notifications = []
+    notifications: list[tuple[Target, str, dict]] = []
     for partner_id, status in sorted(changes.items()):
         payload = {"id": partner_id, "partner_id": partner_id, "im_status": status}
         # The partner's own clients listen to these channels too; their

@@ -107,7 +107,7 @@ class SessionCodec:
         if not isinstance(data, dict):
             return None
         uid, version = data.get("uid"), data.get("sv")
-        if _is_int(uid) and _is_int(version):
+        if isinstance(uid, int) and isinstance(version, int) and _is_int(uid) and _is_int(version):
             return Session(uid, version), int(signed.timestamp())
         return None
 

@@ -76,8 +76,8 @@ _ANONYMOUS = Access(None, frozenset(), (BROADCAST,), 0)
 def _access(subjects: channels.PollSubjects, valid_from: int) -> Access:
     if subjects.partner_id is None:
         return Access(None, frozenset(), (BROADCAST,), valid_from)
-    targets = (BROADCAST, ("res.partner", subjects.partner_id),
-               *(("mail.channel", channel_id) for channel_id in subjects.channel_ids))
+    targets: tuple[Target, ...] = (BROADCAST, ("res.partner", subjects.partner_id),
+                                   *(("mail.channel", channel_id) for channel_id in subjects.channel_ids))
     return Access(subjects.partner_id, frozenset(subjects.channel_ids), targets, valid_from)
 
 

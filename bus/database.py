@@ -193,7 +193,7 @@ class Database:
     replaced; whoever opens a transaction ends it, and one that comes back
     mid-transaction anyway is rolled back. SQLAlchemy's ``QueuePool`` did
     the same for 45 us more CPU per checkout and return, a quarter of a
-    writer's CPU per post (bench/RESULTS.md, session 4).
+    writer's CPU per post with 8 writers (measured with bench.write_throughput).
     """
 
     def __init__(self, dsn: str, *, maxconn: int = 32, connect_timeout: int = 5,

@@ -14,7 +14,6 @@ import re
 import selectors
 import signal
 import socket
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -23,17 +22,12 @@ import pytest
 import requests
 
 from bus import Database, sendone
+from tests.bus.test_servers import ServerProcess
 from tests.support import listener_pids, wait_for
 
 VENV_BIN = Path(sys.executable).parent
 REPO = Path(__file__).resolve().parents[1]
 PARKED = 100
-
-
-def free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def commands(database_url, port):
@@ -62,46 +56,18 @@ def _ignore_sigint():
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
-class Server:
-    def __init__(self, entry_point, database_url, log_dir):
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = log_dir / "server.log"
-        env = {**os.environ, "DATABASE_URL": database_url}
-        env.pop("IMBUS_TEST_MODE", None)
-        with open(self.log_path, "wb") as log:
-            self.process = subprocess.Popen(commands(database_url, self.port)[entry_point], cwd=REPO, env=env,
-                                            stdout=log, stderr=subprocess.STDOUT, preexec_fn=_ignore_sigint)
-        deadline = time.monotonic() + 60
-        while True:
-            assert self.process.poll() is None, f"{entry_point} exited at start-up:\n{self.log()}"
-            try:
-                if requests.get(self.url + "/longpolling/health", timeout=1).status_code == 200:
-                    return
-            except requests.RequestException:
-                pass
-            assert time.monotonic() < deadline, f"{entry_point} not healthy:\n{self.log()}"
-            time.sleep(0.1)
+class Server(ServerProcess):
+    """An entry point, started with SIGINT ignored as CI starts the suite."""
 
-    def log(self):
-        return self.log_path.read_text(errors="replace")
+    def __init__(self, entry_point, database_url, log_dir):
+        super().__init__(entry_point, database_url, log_dir, preexec_fn=_ignore_sigint, start_timeout=60,
+                         argv=lambda port: commands(database_url, port)[entry_point])
 
     def terminate(self, timeout):
         """SIGTERM; (exit status, seconds it took)."""
         started = time.monotonic()
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            status = self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-            pytest.fail(f"still running {timeout}s after SIGTERM:\n{self.log()}")
+        status = super().terminate(timeout)
         return status, time.monotonic() - started
-
-    def kill(self):
-        if self.process.poll() is None:
-            self.process.kill()
-            self.process.wait()
 
 
 @pytest.fixture

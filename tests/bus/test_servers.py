@@ -43,18 +43,20 @@ class ServerProcess:
     """One server process on a free port, started and stopped the way a
     process manager does (health check, then SIGTERM). ``extra`` are more
     options for ``python -m bus serve``; ``preexec_fn`` runs in the child
-    before it starts (to lower its limits, say)."""
+    before it starts (to lower its limits, say). ``argv``, a function of the
+    port, replaces the command ``kind`` stands for."""
 
-    def __init__(self, kind, database_url, log_dir, *extra, preexec_fn=None):
+    def __init__(self, kind, database_url, log_dir, *extra, preexec_fn=None, argv=None, start_timeout=30):
         self.kind = kind
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = log_dir / f"{kind}-{self.port}.log"
+        self.log_path = log_dir / f"server-{self.port}.log"
         env = {**os.environ, "DATABASE_URL": database_url}
+        argv = argv(self.port) if argv is not None else command(kind, database_url, self.port, *extra)
         with open(self.log_path, "wb") as log:
-            self.process = subprocess.Popen(command(kind, database_url, self.port, *extra), cwd=REPO, env=env,
-                                            stdout=log, stderr=subprocess.STDOUT, preexec_fn=preexec_fn)
-        self._wait_healthy(30)
+            self.process = subprocess.Popen(argv, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                            preexec_fn=preexec_fn)
+        self._wait_healthy(start_timeout)
 
     def log(self):
         return self.log_path.read_text(errors="replace")
@@ -68,7 +70,7 @@ class ServerProcess:
                 if response.status_code == 200:
                     assert response.json() == {"status": "pass"}
                     return
-            except requests.ConnectionError:
+            except requests.RequestException:
                 pass
             assert time.monotonic() < deadline, f"{self.kind} not healthy within {timeout}s:\n{self.log()}"
             time.sleep(0.1)

@@ -6,57 +6,26 @@ back and forth, as behind a load balancer, so it also polls a process that
 has not read the change yet). And a new member hears its channel from the
 first message."""
 import json
-import os
-import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 import requests
 
 from bus import Database, sendone
+from tests.bus.test_servers import ServerProcess
 from tests.mail.support import channel_id, login, message_ids, ok, partner_id
 from tests.support import ParkedPoll, poll
 
-REPO = Path(__file__).resolve().parents[2]
 MARKER = "test/marker"
 
 
-def free_port():
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class ChatServer:
+def chat_server(kind, database_url, log_dir):
     """``python -m mail.demo`` on the test's database, in a process of its own."""
-
-    def __init__(self, kind, database_url, log_dir):
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = log_dir / f"{kind}-{self.port}.log"
-        argv = [sys.executable, "-m", "mail.demo", "--db-url", database_url, "--port", str(self.port),
+    def argv(port):
+        return [sys.executable, "-m", "mail.demo", "--db-url", database_url, "--port", str(port),
                 "--server", kind, "--poll-timeout", "20"]
-        with open(self.log_path, "wb") as log:
-            self.process = subprocess.Popen(argv, cwd=REPO, env=dict(os.environ), stdout=log,
-                                            stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 30
-        while True:
-            assert self.process.poll() is None, f"{kind} exited at start-up:\n{self.log_path.read_text()}"
-            try:
-                if requests.get(self.url + "/longpolling/health", timeout=1).status_code == 200:
-                    return
-            except requests.ConnectionError:
-                pass
-            assert time.monotonic() < deadline, f"{kind} not healthy in time:\n{self.log_path.read_text()}"
-            time.sleep(0.1)
-
-    def kill(self):
-        self.process.kill()
-        self.process.wait()
+    return ServerProcess(kind, database_url, log_dir, argv=argv)
 
 
 @pytest.fixture(params=[("gevent", "threaded"), ("threaded", "gevent")], ids=["to-threaded", "to-gevent"])
@@ -66,7 +35,7 @@ def servers(request, database_url, tmp_path):
     started = []
     try:
         for kind in request.param:
-            started.append(ChatServer(kind, database_url, tmp_path))
+            started.append(chat_server(kind, database_url, tmp_path))
         yield started
     finally:
         for server in started:

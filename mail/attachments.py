@@ -85,7 +85,7 @@ def clean_name(name: str) -> str:
     control characters, since browsers send ``C:\\...`` paths and anyone can
     send anything."""
     name = re.sub(r"[\x00-\x1f\x7f]", "", name.replace("\\", "/").rsplit("/", 1)[-1]).strip()
-    return name[:MAX_NAME] or "file"
+    return name[:MAX_NAME] if name.strip(".") else "file"
 
 
 def clean_mimetype(mimetype: Optional[str]) -> str:

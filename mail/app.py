@@ -19,7 +19,7 @@ from bus.channels import Target
 from bus.config import Settings, require_database_url
 from bus.jsonrpc import InvalidParams, param
 
-from . import channels, controllers, presence, schema, users
+from . import attachment_controllers, attachments, channels, controllers, presence, schema, users
 from .message_body import DEFAULT_MAX_BODY_BYTES
 from .sessions import SessionCodec, load_secret
 from .subscriptions import SubscriptionCache
@@ -33,7 +33,9 @@ class MailApp(BusApp):
     """A WSGI callable serving the bus and the chat.
 
     ``clock`` returns the current naive UTC datetime; presence is computed
-    with it, so tests can move time without sleeping. Every
+    with it, so tests can move time without sleeping. Attachments of up to
+    ``max_attachment_size`` bytes are kept in PostgreSQL, or in
+    ``attachment_dir`` when given (:mod:`mail.attachments`). Every
     ``presence_sweep_interval`` seconds, from the first poll until
     :meth:`close`, the app pushes the statuses that changed by silence.
     """
@@ -45,9 +47,13 @@ class MailApp(BusApp):
 
     def __init__(self, settings: Settings, *, secret_key: Optional[str] = None,
                  max_message_body: int = DEFAULT_MAX_BODY_BYTES, clock: Optional[presence.Clock] = None,
-                 static_dir: Optional[Path] = None, presence_sweep_interval: float = presence.SWEEP_INTERVAL) -> None:
+                 static_dir: Optional[Path] = None, presence_sweep_interval: float = presence.SWEEP_INTERVAL,
+                 attachment_dir: Optional[Path] = None,
+                 max_attachment_size: int = attachments.DEFAULT_MAX_SIZE) -> None:
         self.clock = clock or presence.utc_now
         self.max_message_body = max_message_body
+        self.attachment_storage = attachments.Storage(attachment_dir)
+        self.max_attachment_size = max_attachment_size
         self.static_dir = Path(static_dir) if static_dir else STATIC_DIR
         super().__init__(settings)
         self.sessions = SessionCodec(self.at_start(lambda: load_secret(self.database, secret_key)))
@@ -58,7 +64,9 @@ class MailApp(BusApp):
             enabled=settings.shared_reads and settings.hold_back_gaps)
         self.presence_sweeper = presence.PresenceSweeper(self.database, self.presence, self.clock,
                                                          presence_sweep_interval)
-        controllers.MailController(self).register()
+        mail = controllers.MailController(self)
+        mail.register()
+        mail.register(attachment_controllers.AttachmentController(self, mail))
 
     def install_schema(self) -> None:
         super().install_schema()
@@ -99,9 +107,11 @@ class MailApp(BusApp):
 def create_app(database_url: Optional[str] = None, *, secret_key: Optional[str] = None,
                max_message_body: int = DEFAULT_MAX_BODY_BYTES, clock: Optional[presence.Clock] = None,
                static_dir: Optional[Path] = None, presence_sweep_interval: float = presence.SWEEP_INTERVAL,
+               attachment_dir: Optional[Path] = None, max_attachment_size: int = attachments.DEFAULT_MAX_SIZE,
                **settings: Any) -> MailApp:
     """Build the chat application; ``database_url`` defaults to ``$DATABASE_URL``.
     Other keywords are :class:`bus.config.Settings` fields."""
     return MailApp(Settings(database_url=require_database_url(database_url), **settings), secret_key=secret_key,
                    max_message_body=max_message_body, clock=clock, static_dir=static_dir,
-                   presence_sweep_interval=presence_sweep_interval)
+                   presence_sweep_interval=presence_sweep_interval, attachment_dir=attachment_dir,
+                   max_attachment_size=max_attachment_size)

@@ -36,15 +36,16 @@ class Route:
     path: str
     auth: str  # "user": logged-in callers only; "public": anyone
     kind: str  # "json": a JSON-RPC call; "http": a plain request
+    methods: tuple[str, ...] = ("GET",)  # of a plain request
 
 
-def route(path: str, *, auth: str = "user", kind: str = "json") -> Callable:
+def route(path: str, *, auth: str = "user", kind: str = "json", methods: tuple[str, ...] = ("GET",)) -> Callable:
     """Mark a :class:`MailController` method as the handler of ``path``, as
     Odoo's ``@http.route`` does. A JSON route's method takes the request and
     its params, plus the caller's session when ``auth="user"``; a plain
     route's method takes the request."""
     def mark(method: Any) -> Any:
-        method.route = Route(path, auth, kind)
+        method.route = Route(path, auth, kind, methods)
         return method
     return mark
 
@@ -73,10 +74,9 @@ def post_arguments(post_data: dict) -> dict:
     message_type = text(post_data, "message_type", "comment")
     subtype_xmlid = text(post_data, "subtype_xmlid", messages.DEFAULT_SUBTYPE)
     partner_ids = int_list(post_data, "partner_ids", [])
-    if int_list(post_data, "attachment_ids", []):
-        raise InvalidParams("this server does not store attachments")
     return {"body": body, "message_type": message_type, "subtype_xmlid": subtype_xmlid, "partner_ids": partner_ids,
-            "parent_id": param(post_data, "parent_id", int, None)}
+            "parent_id": param(post_data, "parent_id", int, None),
+            "attachment_ids": int_list(post_data, "attachment_ids", [])}
 
 
 def password_fields(params: dict) -> dict[str, str]:
@@ -96,12 +96,15 @@ class MailController:
         self.app = app
         self.database = app.database
 
-    def register(self) -> None:
-        """Add every ``@route`` method to the app."""
-        for name, method in inspect.getmembers(type(self), lambda member: hasattr(member, "route")):
-            spec, handler = method.route, getattr(self, name)
+    def register(self, routes: Optional[object] = None) -> None:
+        """Add every ``@route`` method of ``routes`` (by default this
+        controller; another object's routes share its session checks and
+        error translation) to the app."""
+        routes = self if routes is None else routes
+        for name, method in inspect.getmembers(type(routes), lambda member: hasattr(member, "route")):
+            spec, handler = method.route, getattr(routes, name)
             if spec.kind == "http":
-                self.app.http_route(spec.path)(handler)
+                self.app.http_route(spec.path, spec.methods)(handler)
             else:
                 self.app.json_route(spec.path)(self._json_view(handler, spec.auth))
 

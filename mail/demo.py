@@ -46,6 +46,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="processes serving the port (default: one per core with gevent, 1 with threaded)")
     parser.add_argument("--reuse-port", action="store_true",
                         help="bind with SO_REUSEPORT, so that other processes may serve the same port")
+    parser.add_argument("--attachment-dir", default=None,
+                        help="keep uploaded files in this folder (default: in PostgreSQL)")
+    parser.add_argument("--max-attachment-size", type=int, default=None,
+                        help="largest upload in bytes (default 10 MiB)")
     from bus import deadlines
     from bus.workers import worker_count
 
@@ -127,6 +131,10 @@ def _serve(args: argparse.Namespace, db_url: str) -> int:
     settings: dict = {"cors_origins": args.cors_origins}
     if args.poll_timeout is not None:
         settings["timeout"] = args.poll_timeout
+    if args.attachment_dir:
+        settings["attachment_dir"] = Path(args.attachment_dir)
+    if args.max_attachment_size is not None:
+        settings["max_attachment_size"] = args.max_attachment_size
     app = create_app(db_url, **settings)
     try:
         app.at_start(lambda: install_demo_data(app.database))

@@ -14,7 +14,7 @@ from bus.channels import Target
 from bus.database import Transaction
 from bus.models import sendmany
 
-from . import users
+from . import attachments, users
 from .channels import Channel, format_datetime
 from .errors import InvalidInput
 from .message_body import DEFAULT_MAX_BODY_BYTES, preview, sanitize_body
@@ -38,20 +38,24 @@ def message_post(
     subtype_xmlid: str = DEFAULT_SUBTYPE,
     partner_ids: Optional[list[int]] = None,
     parent_id: Optional[int] = None,
+    attachment_ids: Optional[list[int]] = None,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
 ) -> dict:
     """Post on a channel the author belongs to; return the formatted message.
 
     Everything is validated before the first write, so a refused post leaves
     no trace. ``parent_id`` counts only if it is a message of this channel.
+    A post with attachments may have an empty body, as in Odoo.
     """
-    clean = sanitize_body(body, max_body_bytes)
+    attachment_ids = sorted(set(attachment_ids or []))
+    clean = sanitize_body(body, max_body_bytes) if body.strip() or not attachment_ids else ""
     if message_type not in POSTABLE_TYPES:
         raise InvalidInput(f"message_type must be one of {list(POSTABLE_TYPES)}")
     recipients = sorted(set(partner_ids or []))
     unknown = (set(recipients) - users.existing_partner_ids(tx, recipients)) if recipients else set()
     if unknown:
         raise InvalidInput(f"unknown partners: {sorted(unknown)}")
+    attachments.check_pending(tx, attachment_ids, channel, author_id)
     # A parent that is not a message of this channel is dropped, not refused,
     # as Odoo does: the reply is posted, just not as a reply. The subtype is
     # looked up by the INSERT itself (one round trip less on every post): an
@@ -68,6 +72,7 @@ def message_post(
     if inserted is None:
         raise InvalidInput(f"unknown subtype {subtype_xmlid!r}")
     message_id, date = inserted
+    attachments.attach(tx, attachment_ids, message_id)
     member_ids = _mark_interest(tx, channel, author_id, message_id, date)
     formatted = message_format(tx, [message_id])[0]
     _notify_thread(tx, channel, formatted, member_ids, format_datetime(date) or "")
@@ -125,6 +130,7 @@ def message_format(tx: Transaction, message_ids: list[int]) -> list[dict]:
         " WHERE m.id = ANY(%s) ORDER BY m.id DESC",
         (list(message_ids),),
     ).fetchall()
+    files = attachments.message_attachments(tx, [row[0] for row in rows])
     formatted = []
     for (mid, body, date, author_id, author_name, model, res_id, message_type, subtype_id, subtype_name,
          subtype_xmlid, record_name, parent_id, parent_author, parent_body, recipients) in rows:
@@ -146,7 +152,7 @@ def message_format(tx: Transaction, message_ids: list[int]) -> list[dict]:
             "record_name": record_name or False,
             "partner_ids": [r["id"] for r in recipients],
             "recipients": recipients,
-            "attachment_ids": [],
+            "attachment_ids": files.get(mid, []),
             "parent_id": parent,
             "is_discussion": subtype_xmlid == "mail.mt_comment",
             "is_note": subtype_xmlid == "mail.mt_note",

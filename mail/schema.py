@@ -72,6 +72,25 @@ CREATE TABLE IF NOT EXISTS mail_message (
     parent_id integer REFERENCES mail_message (id) ON DELETE SET NULL
 );
 CREATE INDEX IF NOT EXISTS mail_message_thread_idx ON mail_message (model, res_id, id);
+-- Odoo's name; only the columns the chat uses. res_model/res_id is the
+-- channel, also while pending (message_id NULL): a pending file may only be
+-- posted where it was uploaded.
+CREATE TABLE IF NOT EXISTS ir_attachment (
+    id serial PRIMARY KEY,
+    name text NOT NULL,
+    mimetype text NOT NULL,
+    checksum text NOT NULL,
+    file_size integer NOT NULL,
+    -- Exactly one of them: the bytes in the row, or a file of the storage folder.
+    db_datas bytea,
+    store_fname text,
+    res_model text NOT NULL,
+    res_id integer NOT NULL,
+    create_partner_id integer REFERENCES res_partner (id) ON DELETE CASCADE,
+    message_id integer REFERENCES mail_message (id) ON DELETE CASCADE,
+    create_date timestamp without time zone NOT NULL DEFAULT (now() AT TIME ZONE 'UTC')
+);
+CREATE INDEX IF NOT EXISTS ir_attachment_message_idx ON ir_attachment (message_id);
 CREATE TABLE IF NOT EXISTS bus_presence (
     id serial PRIMARY KEY,
     partner_id integer NOT NULL UNIQUE REFERENCES res_partner (id) ON DELETE CASCADE,

@@ -8,6 +8,7 @@
  * which the server has already sanitised.
  */
 import { RpcError, createBusClient, createRpc } from "./bus/index.js";
+import { attachmentList, pendingUploads, posted, refresh as refreshAttachments, setupComposer } from "./attachments.js";
 
 const HISTORY_PAGE = 30;
 const TYPING_IDLE_MS = 5000;          // stop "typing" after this much silence
@@ -424,7 +425,7 @@ function messageNode(message, date, previous) {
         return h("article", {
             class: "message grouped" + (mine ? " mine" : ""), "data-testid": "message",
             "data-message-id": message.id, "data-author-id": author.id,
-        }, h("div", { class: "gutter" }, time), h("div", { class: "message-main" }, body));
+        }, h("div", { class: "gutter" }, time), h("div", { class: "message-main" }, body, attachmentList(message)));
     }
     return h("article", {
         class: "message" + (mine ? " mine" : ""), "data-testid": "message",
@@ -435,7 +436,7 @@ function messageNode(message, date, previous) {
         h("header", { class: "message-header" },
             h("span", { class: "message-author", "data-testid": "message-author", text: author.name }),
             time),
-        body));
+        body, attachmentList(message)));
 }
 
 async function loadHistory(channelId) {
@@ -489,6 +490,7 @@ async function openChannel(channelId) {
     renderSidebar();
     renderHeader();
     renderTyping();
+    refreshAttachments();
     const entry = thread(channelId);
     if (!entry.loaded) {
         messagesBox().replaceChildren(h("div", { class: "loading", text: "Loading messages…" }));
@@ -563,7 +565,12 @@ async function sendMessage(event) {
     const input = composerInput();
     const text = input.value;
     const channelId = state.currentId;
-    if (!text.trim() || !channelId || composerState.sending) return;
+    const uploads = pendingUploads();
+    if (uploads.busy) {
+        toast("Wait for the files to finish uploading.");
+        return;
+    }
+    if ((!text.trim() && !uploads.ids.length) || !channelId || composerState.sending) return;
     stopTyping();
     composerState.sending = true;
     input.disabled = true;
@@ -572,7 +579,8 @@ async function sendMessage(event) {
     const message = await attempt(() => rpc("/mail/message/post", {
         thread_model: "mail.channel",
         thread_id: channelId,
-        post_data: { body: textToHtml(text), message_type: "comment", subtype_xmlid: "mail.mt_comment" },
+        post_data: { body: text.trim() ? textToHtml(text) : "", message_type: "comment",
+            subtype_xmlid: "mail.mt_comment", attachment_ids: uploads.ids },
     }));
     composerState.sending = false;
     input.disabled = false;
@@ -580,6 +588,7 @@ async function sendMessage(event) {
     $("[data-testid=composer]").classList.remove("sending");
     if (message) {
         if (input.value === text) input.value = "";
+        posted(uploads.ids);
         autoGrow();
         receiveMessage(channelId, message);
     }
@@ -1152,6 +1161,7 @@ async function boot() {
     });
     $("[data-testid=login-form]").addEventListener("submit", login);
     $("[data-testid=composer]").addEventListener("submit", sendMessage);
+    setupComposer({ channelId: () => state.currentId, onError: (text) => toast(text) });
     composerInput().addEventListener("input", onComposerInput);
     composerInput().addEventListener("keydown", onComposerKey);
     messagesBox().addEventListener("scroll", () => {

@@ -72,6 +72,13 @@ CREATE TABLE IF NOT EXISTS mail_message (
     parent_id integer REFERENCES mail_message (id) ON DELETE SET NULL
 );
 CREATE INDEX IF NOT EXISTS mail_message_thread_idx ON mail_message (model, res_id, id);
+CREATE TABLE IF NOT EXISTS mail_message_reaction (
+    id serial PRIMARY KEY,
+    message_id integer NOT NULL REFERENCES mail_message (id) ON DELETE CASCADE,
+    partner_id integer NOT NULL REFERENCES res_partner (id) ON DELETE CASCADE,
+    content text NOT NULL,
+    UNIQUE (message_id, partner_id, content)
+);
 CREATE TABLE IF NOT EXISTS bus_presence (
     id serial PRIMARY KEY,
     partner_id integer NOT NULL UNIQUE REFERENCES res_partner (id) ON DELETE CASCADE,

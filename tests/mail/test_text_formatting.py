@@ -30,8 +30,8 @@ def test_plain_text_formatting(text, expected):
     ("**<script>alert(1)</script>**", "****"),
     ("*<img src=x onerror=alert(1)>*", '*<img src="x">*'),
     ('https://e.com/"onmouseover="alert(1)', f'<a href="https://e.com/" {LINK}>https://e.com/</a>'
-     "&quot;onmouseover=&quot;alert(1)"),
-    ("`<b>` **&lt;b&gt;**", "<code>&lt;b&gt;</code> <strong>&amp;lt;b&amp;gt;</strong>"),
+     "\"onmouseover=\"alert(1)"),
+    ("`a &amp; b > c` **&lt;b&gt;**", "<code>a &amp;amp; b &gt; c</code> <strong>&amp;lt;b&amp;gt;</strong>"),
 ])
 def test_nothing_unsafe_gets_through(text, expected):
     clean = sanitize_body(text)
@@ -46,8 +46,8 @@ def test_mentions_of_given_partners_become_odoo_mention_links():
 
 
 def test_a_mention_name_is_escaped():
-    clean = sanitize_body("@<b>x</b> hi", mentions={3: "<b>x</b>"})
-    assert "<b>" not in clean
+    clean = sanitize_body('@Tom & "Jerry" hi', mentions={3: 'Tom & "Jerry"'})
+    assert clean.endswith('>@Tom &amp; "Jerry"</a> hi') and 'data-oe-id="3"' in clean
 
 
 def test_html_bodies_keep_mentions_but_no_other_class_or_data():

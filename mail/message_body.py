@@ -114,13 +114,9 @@ def text_to_html(text: str, mentions: dict[int, str]) -> str:
     # Longest names first, so "@Marc Demo" is not taken for "@Marc".
     for partner_id, name in sorted(mentions.items(), key=lambda item: -len(item[1])):
         label = "@" + html.escape(name, quote=True)
-        escaped = re.sub(
-            re.escape(label) + r"(?!\w)",
-            lambda _, pid=partner_id, label=label: keep(
-                f'<a class="o_mail_redirect" data-oe-id="{pid}" data-oe-model="res.partner"'
-                f' href="/web#model=res.partner&amp;id={pid}">{label}</a>'),
-            escaped,
-        )
+        mention = (f'<a class="o_mail_redirect" data-oe-id="{partner_id}" data-oe-model="res.partner"'
+                   f' href="/web#model=res.partner&amp;id={partner_id}">{label}</a>')
+        escaped = re.sub(re.escape(label) + r"(?!\w)", keep(mention), escaped)
     escaped = _BOLD.sub(r"<strong>\1</strong>", escaped)
     escaped = _STAR_ITALIC.sub(r"<em>\1</em>", escaped)
     escaped = _UNDERSCORE_ITALIC.sub(r"<em>\1</em>", escaped)

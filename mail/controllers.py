@@ -76,7 +76,8 @@ def post_arguments(post_data: dict) -> dict:
     if int_list(post_data, "attachment_ids", []):
         raise InvalidParams("this server does not store attachments")
     return {"body": body, "message_type": message_type, "subtype_xmlid": subtype_xmlid, "partner_ids": partner_ids,
-            "parent_id": param(post_data, "parent_id", int, None)}
+            "parent_id": param(post_data, "parent_id", int, None),
+            "plain_text": param(post_data, "plain_text", bool, False)}
 
 
 def password_fields(params: dict) -> dict[str, str]:
@@ -231,12 +232,13 @@ class MailController:
     def update_content(self, request: Request, params: dict, session: Session) -> Any:
         message_id = param(params, "message_id", int, required=True)
         body = text(params, "body", required=True)
+        plain_text = param(params, "plain_text", bool, False)
         if int_list(params, "attachment_ids", []):
             raise InvalidParams("this server does not store attachments")
         with self.database.transaction() as tx:
             user = self._user(tx, session)
             return messages.update_content(tx, message_id, user.partner_id, body,
-                                           max_body_bytes=self.app.max_message_body)
+                                           max_body_bytes=self.app.max_message_body, plain_text=plain_text)
 
     @route("/mail/message/add_reaction")
     def add_reaction(self, request: Request, params: dict, session: Session) -> Any:

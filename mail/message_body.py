@@ -57,18 +57,20 @@ _PLACEHOLDER = re.compile("\x00(\\d+)\x00")
 
 
 def sanitize_body(body: str, max_bytes: int = DEFAULT_MAX_BODY_BYTES,
-                  mentions: Optional[dict[int, str]] = None) -> str:
+                  mentions: Optional[dict[int, str]] = None, plain_text: bool = False) -> str:
     """The HTML to store for a posted body, or an error for an unusable one.
 
     The size is checked before sanitising, so a huge body costs no parsing.
     ``mentions`` (partner id to name) are the partners a plain-text body may
-    mention as ``@Name``: only those become mention links.
+    mention as ``@Name``: only those become mention links. ``plain_text``
+    says the body is text whatever it holds, so that a typed ``<b>`` shows
+    as typed instead of being guessed to be markup.
     """
     if len(body.encode("utf-8")) > max_bytes:
         raise InvalidInput(f"the message body is over {max_bytes} bytes")
     # PostgreSQL text cannot hold NUL; it is never meaningful in a message.
     body = body.replace("\x00", "")
-    source = body if _LOOKS_LIKE_HTML.search(body) else text_to_html(body, mentions or {})
+    source = body if not plain_text and _LOOKS_LIKE_HTML.search(body) else text_to_html(body, mentions or {})
     clean = _clean(source).strip()
     if not has_content(clean):
         raise InvalidInput("the message body is empty")

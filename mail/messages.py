@@ -42,6 +42,7 @@ def message_post(
     partner_ids: Optional[list[int]] = None,
     parent_id: Optional[int] = None,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    plain_text: bool = False,
 ) -> dict:
     """Post on a channel the author belongs to; return the formatted message.
 
@@ -55,7 +56,7 @@ def message_post(
     unknown = set(recipients) - set(names)
     if unknown:
         raise InvalidInput(f"unknown partners: {sorted(unknown)}")
-    clean = sanitize_body(body, max_body_bytes, mentions=names)
+    clean = sanitize_body(body, max_body_bytes, mentions=names, plain_text=plain_text)
     # A parent that is not a message of this channel is dropped, not refused,
     # as Odoo does: the reply is posted, just not as a reply. The subtype is
     # looked up by the INSERT itself (one round trip less on every post): an
@@ -138,7 +139,7 @@ def notify_channel(tx: Transaction, channel: Channel, notification_type: str, pa
 
 
 def update_content(tx: Transaction, message_id: int, partner_id: int, body: str,
-                   max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> dict:
+                   max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, plain_text: bool = False) -> dict:
     """Edit a message its author wrote; an empty body deletes it, as
     Odoo 15's client deletes by sending an empty body. Returns the payload
     that was notified (``mail.message/insert`` or ``mail.message/delete``).
@@ -155,7 +156,8 @@ def update_content(tx: Transaction, message_id: int, partner_id: int, body: str,
         notify_channel(tx, channel, MESSAGE_DELETE_TYPE, payload)
         return payload
     recipients = tx.execute("SELECT partner_ids FROM mail_message WHERE id = %s", (message_id,)).fetchone()[0]
-    clean = sanitize_body(body, max_body_bytes, mentions=users.partner_names(tx, recipients) if recipients else {})
+    mentions = users.partner_names(tx, recipients) if recipients else {}
+    clean = sanitize_body(body, max_body_bytes, mentions=mentions, plain_text=plain_text)
     tx.execute("UPDATE mail_message SET body = %s WHERE id = %s", (clean, message_id))
     payload = {"id": message_id, "body": clean}
     notify_channel(tx, channel, MESSAGE_UPDATE_TYPE, payload)

@@ -2,7 +2,8 @@
  * What one can do with a message once it is there: reply to it, react to it,
  * edit or delete one's own, and mention people while writing. The server
  * renders bodies (links, mentions, formatting), so the composer sends plain
- * text and only adds who is mentioned and what is answered.
+ * text (``plain_text``: a typed "<b>" shows as typed) and only adds who is
+ * mentioned and what is answered.
  */
 
 export const EMOJIS = ["👍", "❤️", "😂", "🎉", "😮", "😢", "🙏", "👀"];
@@ -106,7 +107,7 @@ export function createMessageActions(kit) {
         input.value = body.innerText;
         const save = async () => {
             const answer = await attempt(() => rpc("/mail/message/update_content",
-                { message_id: message.id, body: input.value, attachment_ids: [] }));
+                { message_id: message.id, body: input.value, attachment_ids: [], plain_text: true }));
             if (answer && answer.message_ids) remove(answer.message_ids);
             else if (answer) update(answer);
         };
@@ -173,7 +174,7 @@ export function createMessageActions(kit) {
     function postData(text) {
         const partnerIds = [...composer.mentions].filter(([name]) => text.includes(`@${name}`)).map(([, id]) => id);
         const data = { body: text.trim(), message_type: "comment", subtype_xmlid: "mail.mt_comment",
-            partner_ids: partnerIds };
+            partner_ids: partnerIds, plain_text: true };
         if (composer.replyTo) data.parent_id = composer.replyTo;
         return data;
     }

@@ -19,3 +19,8 @@ def test_an_edit_keeps_the_mentions_of_the_post(url, admin, database_url):
     message = post(url, admin, channel_id(database_url, "general"), "@Marc Demo hi", partner_ids=[demo])
     edited = ok(url, "/mail/message/update_content", {"message_id": message["id"], "body": "@Marc Demo hello"}, admin)
     assert f'data-oe-id="{demo}"' in edited["body"] and edited["body"].endswith(">@Marc Demo</a> hello")
+
+
+def test_the_web_page_plain_text_flag_keeps_typed_markup_as_text(url, admin, database_url):
+    message = post(url, admin, channel_id(database_url, "general"), "<i>typed</i> *it*", plain_text=True)
+    assert message["body"] == "&lt;i&gt;typed&lt;/i&gt; <em>it</em>"

@@ -55,3 +55,7 @@ def test_html_bodies_keep_mentions_but_no_other_class_or_data():
             ' href="/web#model=res.partner&id=3" onclick="x()">@Marc</a><span class="o_mail_redirect">s</span>')
     assert sanitize_body(body) == ('<a class="o_mail_redirect" data-oe-id="3" data-oe-model="res.partner"'
                                    f' href="/web#model=res.partner&amp;id=3" {LINK}>@Marc</a><span>s</span>')
+
+
+def test_a_body_said_to_be_text_is_text_even_when_it_looks_like_html():
+    assert sanitize_body("<b>**x**</b>", plain_text=True) == "&lt;b&gt;<strong>x</strong>&lt;/b&gt;"

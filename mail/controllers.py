@@ -13,7 +13,7 @@ from werkzeug.wrappers import Request, Response
 from bus.database import Transaction
 from bus.jsonrpc import AccessDenied, InvalidParams, NotFound, RPCError, SessionExpired, param
 
-from . import channels, errors, messages, presence, users
+from . import channels, errors, messages, presence, reactions, users
 from .sessions import Session
 from .users import User
 
@@ -76,7 +76,8 @@ def post_arguments(post_data: dict) -> dict:
     partner_ids = int_list(post_data, "partner_ids", [])
     return {"body": body, "message_type": message_type, "subtype_xmlid": subtype_xmlid, "partner_ids": partner_ids,
             "parent_id": param(post_data, "parent_id", int, None),
-            "attachment_ids": int_list(post_data, "attachment_ids", [])}
+            "attachment_ids": int_list(post_data, "attachment_ids", []),
+            "plain_text": param(post_data, "plain_text", bool, False)}
 
 
 def password_fields(params: dict) -> dict[str, str]:
@@ -229,6 +230,34 @@ class MailController:
             user, channel = self._member(tx, session, thread_id)
             return messages.message_post(tx, channel, user.partner_id, **arguments,
                                          max_body_bytes=self.app.max_message_body)
+
+    @route("/mail/message/update_content")
+    def update_content(self, request: Request, params: dict, session: Session) -> Any:
+        message_id = param(params, "message_id", int, required=True)
+        body = text(params, "body", required=True)
+        plain_text = param(params, "plain_text", bool, False)
+        if int_list(params, "attachment_ids", []):
+            raise InvalidParams("an edit cannot change a message's attachments")
+        with self.database.transaction() as tx:
+            user = self._user(tx, session)
+            return messages.update_content(tx, message_id, user.partner_id, body,
+                                           max_body_bytes=self.app.max_message_body, plain_text=plain_text)
+
+    @route("/mail/message/add_reaction")
+    def add_reaction(self, request: Request, params: dict, session: Session) -> Any:
+        message_id = param(params, "message_id", int, required=True)
+        content = text(params, "content", required=True)
+        with self.database.transaction() as tx:
+            user = self._user(tx, session)
+            return reactions.add_reaction(tx, message_id, user.partner_id, content)
+
+    @route("/mail/message/remove_reaction")
+    def remove_reaction(self, request: Request, params: dict, session: Session) -> Any:
+        message_id = param(params, "message_id", int, required=True)
+        content = text(params, "content", required=True)
+        with self.database.transaction() as tx:
+            user = self._user(tx, session)
+            return reactions.remove_reaction(tx, message_id, user.partner_id, content)
 
     @route("/mail/channel/messages")
     def channel_messages(self, request: Request, params: dict, session: Session) -> Any:

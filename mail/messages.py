@@ -15,11 +15,14 @@ from bus.database import Transaction
 from bus.models import sendmany
 
 from . import attachments, users
-from .channels import Channel, format_datetime
-from .errors import InvalidInput
-from .message_body import DEFAULT_MAX_BODY_BYTES, preview, sanitize_body
+from .channels import Channel, format_datetime, member_channel
+from .errors import Forbidden, InvalidInput, NotFound
+from .message_body import DEFAULT_MAX_BODY_BYTES, has_content, preview, sanitize_body
 
 NEW_MESSAGE_TYPE = "mail.channel/new_message"
+#: Odoo's "these fields of the message changed" and "these messages are gone".
+MESSAGE_UPDATE_TYPE = "mail.message/insert"
+MESSAGE_DELETE_TYPE = "mail.message/delete"
 LAST_INTEREST_TYPE = "mail.channel/last_interest_dt_changed"
 
 #: What a user may post. Notifications and emails are written by the server.
@@ -40,6 +43,7 @@ def message_post(
     parent_id: Optional[int] = None,
     attachment_ids: Optional[list[int]] = None,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    plain_text: bool = False,
 ) -> dict:
     """Post on a channel the author belongs to; return the formatted message.
 
@@ -48,14 +52,16 @@ def message_post(
     A post with attachments may have an empty body, as in Odoo.
     """
     attachment_ids = sorted(set(attachment_ids or []))
-    clean = sanitize_body(body, max_body_bytes) if body.strip() or not attachment_ids else ""
     if message_type not in POSTABLE_TYPES:
         raise InvalidInput(f"message_type must be one of {list(POSTABLE_TYPES)}")
     recipients = sorted(set(partner_ids or []))
-    unknown = (set(recipients) - users.existing_partner_ids(tx, recipients)) if recipients else set()
+    names = users.partner_names(tx, recipients) if recipients else {}
+    unknown = set(recipients) - set(names)
     if unknown:
         raise InvalidInput(f"unknown partners: {sorted(unknown)}")
     attachments.check_pending(tx, attachment_ids, channel, author_id)
+    clean = (sanitize_body(body, max_body_bytes, mentions=names, plain_text=plain_text)
+             if body.strip() or not attachment_ids else "")
     # A parent that is not a message of this channel is dropped, not refused,
     # as Odoo does: the reply is posted, just not as a reply. The subtype is
     # looked up by the INSERT itself (one round trip less on every post): an
@@ -113,6 +119,57 @@ def _notify_thread(tx: Transaction, channel: Channel, message: dict, member_ids:
     sendmany(tx, notifications)
 
 
+def channel_message(tx: Transaction, message_id: int, partner_id: int) -> tuple[Channel, int]:
+    """The channel of a message and the message's author, if ``partner_id``
+    belongs to that channel; :class:`NotFound` otherwise, so a stranger
+    cannot tell a message they may not see from one that does not exist."""
+    row = tx.execute(
+        "SELECT res_id, author_id FROM mail_message WHERE id = %s AND model = 'mail.channel'", (message_id,),
+    ).fetchone()
+    if row is None:
+        raise NotFound(f"message {message_id} not found")
+    try:
+        channel = member_channel(tx, row[0], partner_id)
+    except NotFound:
+        raise NotFound(f"message {message_id} not found") from None
+    return channel, row[1]
+
+
+def notify_channel(tx: Transaction, channel: Channel, notification_type: str, payload: dict) -> None:
+    """Tell whoever follows the channel's messages: its members and, for a
+    public channel, those listening to its uuid."""
+    notifications: list[tuple[Target, str, dict]] = [(("mail.channel", channel.id), notification_type, payload)]
+    if channel.is_public_channel:
+        notifications.append((channel.uuid, notification_type, payload))
+    sendmany(tx, notifications)
+
+
+def update_content(tx: Transaction, message_id: int, partner_id: int, body: str,
+                   max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, plain_text: bool = False) -> dict:
+    """Edit a message its author wrote; an empty body deletes it, as
+    Odoo 15's client deletes by sending an empty body. Returns the payload
+    that was notified (``mail.message/insert`` or ``mail.message/delete``).
+
+    Mentions stay those of the post: an edit can re-render ``@Name`` for a
+    partner the message already notified, not reach new people.
+    """
+    channel, author_id = channel_message(tx, message_id, partner_id)
+    if author_id != partner_id:
+        raise Forbidden("only the author of a message can change it")
+    if not body.strip() or not has_content(body):
+        tx.execute("DELETE FROM mail_message WHERE id = %s", (message_id,))
+        payload: dict = {"message_ids": [message_id]}
+        notify_channel(tx, channel, MESSAGE_DELETE_TYPE, payload)
+        return payload
+    recipients = tx.execute("SELECT partner_ids FROM mail_message WHERE id = %s", (message_id,)).fetchone()[0]
+    mentions = users.partner_names(tx, recipients) if recipients else {}
+    clean = sanitize_body(body, max_body_bytes, mentions=mentions, plain_text=plain_text)
+    tx.execute("UPDATE mail_message SET body = %s WHERE id = %s", (clean, message_id))
+    payload = {"id": message_id, "body": clean}
+    notify_channel(tx, channel, MESSAGE_UPDATE_TYPE, payload)
+    return payload
+
+
 def message_format(tx: Transaction, message_ids: list[int]) -> list[dict]:
     """Messages as the web client reads them (Odoo 15's ``message_format``
     shapes: many2one fields as ``[id, name]`` or ``false``), newest first."""
@@ -131,6 +188,7 @@ def message_format(tx: Transaction, message_ids: list[int]) -> list[dict]:
         (list(message_ids),),
     ).fetchall()
     files = attachments.message_attachments(tx, [row[0] for row in rows])
+    groups = reaction_groups(tx, [row[0] for row in rows])
     formatted = []
     for (mid, body, date, author_id, author_name, model, res_id, message_type, subtype_id, subtype_name,
          subtype_xmlid, record_name, parent_id, parent_author, parent_body, recipients) in rows:
@@ -156,8 +214,27 @@ def message_format(tx: Transaction, message_ids: list[int]) -> list[dict]:
             "parent_id": parent,
             "is_discussion": subtype_xmlid == "mail.mt_comment",
             "is_note": subtype_xmlid == "mail.mt_note",
+            "messageReactionGroups": groups.get(mid, []),
         })
     return formatted
+
+
+def reaction_groups(tx: Transaction, message_ids: list[int]) -> dict[int, list[dict]]:
+    """Each message's reactions grouped by emoji, in Odoo 15's
+    ``messageReactionGroups`` shape, the first emoji used first."""
+    rows = tx.execute(
+        "SELECT r.message_id, r.content, json_agg(json_build_object('id', p.id, 'name', p.name) ORDER BY r.id)"
+        " FROM mail_message_reaction r JOIN res_partner p ON p.id = r.partner_id"
+        " WHERE r.message_id = ANY(%s) GROUP BY r.message_id, r.content ORDER BY r.message_id, min(r.id)",
+        (list(message_ids),),
+    ).fetchall()
+    groups: dict[int, list[dict]] = {}
+    for message_id, content, partners in rows:
+        groups.setdefault(message_id, []).append({
+            "content": content, "count": len(partners), "guests": [], "message": {"id": message_id},
+            "partners": partners,
+        })
+    return groups
 
 
 def channel_messages(tx: Transaction, channel: Channel, *, max_id: Optional[int] = None,

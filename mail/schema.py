@@ -91,6 +91,13 @@ CREATE TABLE IF NOT EXISTS ir_attachment (
     create_date timestamp without time zone NOT NULL DEFAULT (now() AT TIME ZONE 'UTC')
 );
 CREATE INDEX IF NOT EXISTS ir_attachment_message_idx ON ir_attachment (message_id);
+CREATE TABLE IF NOT EXISTS mail_message_reaction (
+    id serial PRIMARY KEY,
+    message_id integer NOT NULL REFERENCES mail_message (id) ON DELETE CASCADE,
+    partner_id integer NOT NULL REFERENCES res_partner (id) ON DELETE CASCADE,
+    content text NOT NULL,
+    UNIQUE (message_id, partner_id, content)
+);
 CREATE TABLE IF NOT EXISTS bus_presence (
     id serial PRIMARY KEY,
     partner_id integer NOT NULL UNIQUE REFERENCES res_partner (id) ON DELETE CASCADE,

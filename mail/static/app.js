@@ -9,6 +9,7 @@
  */
 import { RpcError, createBusClient, createRpc } from "./bus/index.js";
 import { attachmentList, pendingUploads, posted, refresh as refreshAttachments, setupComposer } from "./attachments.js";
+import { createMessageActions } from "./message_actions.js";
 
 const HISTORY_PAGE = 30;
 const TYPING_IDLE_MS = 5000;          // stop "typing" after this much silence
@@ -413,7 +414,22 @@ function authorOf(message) {
     return { id: author[0], name: author[1] || "Unknown" };
 }
 
+const actions = createMessageActions({
+    rpc, attempt: (action) => attempt(action), h: (...args) => h(...args), state,
+    render: () => renderMessages({ keep: "position" }),
+    membersOf: (channelId) => {
+        const channel = state.channels.get(channelId);
+        return channel ? channel.memberIds.map((id) => state.partners.get(id)).filter(Boolean) : [];
+    },
+});
+
 function messageNode(message, date, previous) {
+    const node = plainMessageNode(message, date, previous);
+    actions.decorate(node, message, state.user && authorOf(message).id === state.user.partnerId);
+    return node;
+}
+
+function plainMessageNode(message, date, previous) {
     const author = authorOf(message);
     const grouped = previous && authorOf(previous).id === author.id
         && date - parseServerDate(previous.date) < GROUP_WINDOW_MS;
@@ -486,6 +502,7 @@ async function openChannel(channelId) {
     document.body.classList.add("show-conversation");
     const composer = $("[data-testid=composer]");
     composer.hidden = false;
+    actions.cancelReply();
     $("[data-testid=composer-input]").placeholder = `Message ${channel.channel_type === "chat" ? "" : "#"}${channelName(channel)}`;
     renderSidebar();
     renderHeader();
@@ -535,6 +552,7 @@ function announceTyping(channelId, isTyping) {
 
 function onComposerInput() {
     autoGrow();
+    actions.onInput(composerInput());
     const channelId = state.currentId;
     if (!channelId) return;
     if (!composerInput().value.trim()) {
@@ -579,8 +597,7 @@ async function sendMessage(event) {
     const message = await attempt(() => rpc("/mail/message/post", {
         thread_model: "mail.channel",
         thread_id: channelId,
-        post_data: { body: text.trim() ? textToHtml(text) : "", message_type: "comment",
-            subtype_xmlid: "mail.mt_comment", attachment_ids: uploads.ids },
+        post_data: { ...actions.postData(text), attachment_ids: uploads.ids },
     }));
     composerState.sending = false;
     input.disabled = false;
@@ -589,21 +606,15 @@ async function sendMessage(event) {
     if (message) {
         if (input.value === text) input.value = "";
         posted(uploads.ids);
+        actions.sent();
         autoGrow();
         receiveMessage(channelId, message);
     }
     if (state.currentId === channelId) input.focus();
 }
 
-/** The composer holds text, and what the user typed must show as typed:
- * escape it and keep its line breaks, as Odoo's client does, rather than
- * let the server guess whether "<b>" was meant as markup. */
-function textToHtml(text) {
-    const escaped = text.trim().replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;");
-    return `<p>${escaped.replace(/\r?\n/g, "<br>")}</p>`;
-}
-
 function onComposerKey(event) {
+    if (actions.onKey(event, composerInput())) return;
     if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
         event.preventDefault();
         $("[data-testid=composer]").requestSubmit();
@@ -713,6 +724,8 @@ const handlers = {
         renderSidebar();
         if (channel.id === state.currentId) renderHeader();
     },
+    "mail.message/insert": (payload) => actions.update(payload),
+    "mail.message/delete": (payload) => actions.remove(payload.message_ids || []),
     "res.users/session_ended": () => checkSession(),
     "bus/im_status": (payload) => presenceUpdate(payload),
     "bus/outdated": () => resync(),

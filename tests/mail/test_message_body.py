@@ -10,9 +10,9 @@ from tests.support import INVALID_PARAMS
 @pytest.mark.parametrize("body, expected", [
     ("<p>hi</p><script>alert(1)</script>", "<p>hi</p>"),
     ('<img src="x" onerror="alert(1)">', '<img src="x">'),
-    ('<a href="javascript:alert(1)">click</a>', '<a rel="noopener noreferrer">click</a>'),
+    ('<a href="javascript:alert(1)">click</a>', '<a target="_blank" rel="noopener noreferrer">click</a>'),
     ('<a href="https://example.com" onclick="x()">site</a>',
-     '<a href="https://example.com" rel="noopener noreferrer">site</a>'),
+     '<a href="https://example.com" target="_blank" rel="noopener noreferrer">site</a>'),
     ("<b>bold</b> <i>it</i>", "<b>bold</b> <i>it</i>"),
     ("<iframe src='https://evil'></iframe>text", "text"),
     ("<style>body{display:none}</style>x", "x"),

@@ -840,10 +840,10 @@ async function refreshImStatus() {
 /** The bus joins before the state is read, and what it hears meanwhile is
  * applied after: a tab that follows another's poll gets no replay of what
  * was posted before it joined, so the order must leave no gap. */
-async function startSession() {
+async function startSession(uid) {
     const generation = ++state.generation;
     state.early = [];
-    bus.start();
+    bus.start(`${location.host}:${uid}`);
     let info;
     try {
         info = await rpc("/mail/init_messaging", {});
@@ -928,12 +928,12 @@ async function login(event) {
     submit.disabled = true;
     error.hidden = true;
     try {
-        await rpc("/web/session/authenticate", {
+        const session = await rpc("/web/session/authenticate", {
             login: form.elements.login.value.trim(),
             password: form.elements.password.value,
         });
         form.elements.password.value = "";
-        await startSession();
+        await startSession(session.uid);
     } catch (failure) {
         const wrong = failure instanceof RpcError && failure.data.name === "odoo.exceptions.AccessDenied";
         error.textContent = wrong ? "Wrong login or password." : explain(failure);
@@ -1161,7 +1161,7 @@ async function boot() {
     try {
         const info = await rpc("/web/session/get_session_info", {});
         if (info && info.uid) {
-            await startSession();
+            await startSession(info.uid);
             return;
         }
     } catch (error) {

@@ -8,6 +8,8 @@
  * which the server has already sanitised.
  */
 import { RpcError, createBusClient, createRpc } from "./bus/index.js";
+import { notifyMessage, setUpBell } from "./notifications.js";
+import { firstUnreadId, unreadSeparator } from "./unread.js";
 
 const HISTORY_PAGE = 30;
 const TYPING_IDLE_MS = 5000;          // stop "typing" after this much silence
@@ -31,6 +33,8 @@ const state = {
     threads: new Map(),  // channel id -> {messages, ids, hasOlder, loadingOlder}
     typing: new Map(),   // channel id -> Map(partner id -> {name, timer})
     currentId: null,
+    /** Where the "new messages" line goes: the channel and its seen marker when it was opened. */
+    readFrom: null,
     early: null,         // notifications that came while the session's state was loading
     imStatusTimer: null,
 };
@@ -364,8 +368,14 @@ function renderMessages({ keep = "bottom" } = {}) {
         nodes.push(channelIntro(channel));
     }
     let previous = null;
+    const readFrom = state.readFrom && state.readFrom.channelId === channel.id
+        ? firstUnreadId(entry.messages, state.readFrom.seenId, state.user.partnerId) : null;
     for (const message of entry.messages) {
         const date = parseServerDate(message.date);
+        if (message.id === readFrom) {
+            nodes.push(unreadSeparator(h));
+            previous = null;
+        }
         if (!previous || parseServerDate(previous.date).toDateString() !== date.toDateString()) {
             nodes.push(h("div", { class: "day-separator", role: "separator" }, h("span", { text: dayLabel(date) })));
             previous = null;
@@ -480,6 +490,7 @@ async function openChannel(channelId) {
     const channel = state.channels.get(channelId);
     if (!channel) return;
     stopTyping();
+    if (state.currentId !== channelId) state.readFrom = { channelId, seenId: channel.seen_message_id || 0 };
     state.currentId = channelId;
     history.replaceState(null, "", `#channel-${channelId}`);
     document.body.classList.add("show-conversation");
@@ -656,7 +667,11 @@ function receiveMessage(channelId, message) {
         channel.seen_message_id = Math.max(channel.seen_message_id, message.id);
     } else if (isNew && (!open || document.visibilityState !== "visible")) {
         channel.message_unread_counter += 1;
-    } else if (open) {
+        notifyMessage({
+            title: channelName(channel), author: author.name, html: message.body, isLeader: bus.isLeader,
+            onClick: () => openChannel(channelId),
+        });
+    } else if (open && isNearBottom(messagesBox())) {
         markSeen();
     }
     renderSidebar();
@@ -891,7 +906,7 @@ function resetSession() {
     for (const peers of state.typing.values()) for (const peer of peers.values()) clearTimeout(peer.timer);
     Object.assign(state, {
         user: null, partners: new Map(), channels: new Map(), threads: new Map(), typing: new Map(),
-        currentId: null, early: null, imStatusTimer: null,
+        currentId: null, readFrom: null, early: null, imStatusTimer: null,
     });
     $("[data-testid=typing-indicator]").replaceChildren();
     composerInput().value = "";
@@ -1151,11 +1166,13 @@ async function boot() {
         if (document.visibilityState === "visible") markSeen();
     });
     $("[data-testid=login-form]").addEventListener("submit", login);
+    setUpBell($("[data-testid=notifications-bell]"));
     $("[data-testid=composer]").addEventListener("submit", sendMessage);
     composerInput().addEventListener("input", onComposerInput);
     composerInput().addEventListener("keydown", onComposerKey);
     messagesBox().addEventListener("scroll", () => {
         if (messagesBox().scrollTop < 60) loadOlder();
+        if (isNearBottom(messagesBox())) markSeen();
     }, { passive: true });
     dialog.addEventListener("close", () => { dialog.onsubmit = null; });
     try {

@@ -3,7 +3,15 @@ a member has read a conversation (Odoo 15's ``mail.channel.partner/seen``)."""
 import requests
 
 from tests.mail.support import (
-    bus_notifications, call, channel_id, login, ok, partner_id, poll_until, query, refused,
+    bus_notifications,
+    call,
+    channel_id,
+    login,
+    ok,
+    partner_id,
+    poll_until,
+    query,
+    refused,
 )
 from tests.mail.test_post import post
 from tests.support import NOT_FOUND, SESSION_EXPIRED

@@ -357,7 +357,10 @@ def channel_infos(tx: Transaction, channel_ids: list[int], partner_id: int, now:
 
 def set_last_seen(tx: Transaction, channel: Channel, partner_id: int, last_message_id: int) -> dict:
     """Move the caller's "seen up to" marker forward (never backwards) and
-    tell the channel, so other members can show "seen by"."""
+    say so as Odoo 15 does: in a chat to the channel, so the other side can
+    show "seen"; elsewhere only to the caller's partner, since who read what
+    in a channel is nobody else's business. Either way the caller's other
+    tabs hear it and drop their unread counts."""
     row = tx.execute(
         "UPDATE mail_channel_partner m"
         " SET seen_message_id = target.id, fetched_message_id = GREATEST(m.fetched_message_id, target.id)"
@@ -375,7 +378,8 @@ def set_last_seen(tx: Transaction, channel: Channel, partner_id: int, last_messa
         ).fetchone()[0]
         return {"channel_id": channel.id, "last_message_id": seen or False, "partner_id": partner_id}
     payload = {"channel_id": channel.id, "last_message_id": row[0], "partner_id": partner_id}
-    sendone(tx, ("mail.channel", channel.id), SEEN_TYPE, payload)
+    target = ("mail.channel", channel.id) if channel.channel_type == "chat" else ("res.partner", partner_id)
+    sendone(tx, target, SEEN_TYPE, payload)
     return payload
 
 

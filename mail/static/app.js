@@ -10,6 +10,8 @@
 import { RpcError, createBusClient, createRpc } from "./bus/index.js";
 import { attachmentList, pendingUploads, posted, refresh as refreshAttachments, setupComposer } from "./attachments.js";
 import { createMessageActions } from "./message_actions.js";
+import { notifyMessage, setUpBell } from "./notifications.js";
+import { firstUnreadId, unreadSeparator } from "./unread.js";
 
 const HISTORY_PAGE = 30;
 const TYPING_IDLE_MS = 5000;          // stop "typing" after this much silence
@@ -33,6 +35,8 @@ const state = {
     threads: new Map(),  // channel id -> {messages, ids, hasOlder, loadingOlder}
     typing: new Map(),   // channel id -> Map(partner id -> {name, timer})
     currentId: null,
+    /** Where the "new messages" line goes: the channel and its seen marker when it was opened. */
+    readFrom: null,
     early: null,         // notifications that came while the session's state was loading
     imStatusTimer: null,
 };
@@ -366,8 +370,14 @@ function renderMessages({ keep = "bottom" } = {}) {
         nodes.push(channelIntro(channel));
     }
     let previous = null;
+    const readFrom = state.readFrom && state.readFrom.channelId === channel.id
+        ? firstUnreadId(entry.messages, state.readFrom.seenId, state.user.partnerId) : null;
     for (const message of entry.messages) {
         const date = parseServerDate(message.date);
+        if (message.id === readFrom) {
+            nodes.push(unreadSeparator(h));
+            previous = null;
+        }
         if (!previous || parseServerDate(previous.date).toDateString() !== date.toDateString()) {
             nodes.push(h("div", { class: "day-separator", role: "separator" }, h("span", { text: dayLabel(date) })));
             previous = null;
@@ -497,6 +507,7 @@ async function openChannel(channelId) {
     const channel = state.channels.get(channelId);
     if (!channel) return;
     stopTyping();
+    if (state.currentId !== channelId) state.readFrom = { channelId, seenId: channel.seen_message_id || 0 };
     state.currentId = channelId;
     history.replaceState(null, "", `#channel-${channelId}`);
     document.body.classList.add("show-conversation");
@@ -676,7 +687,11 @@ function receiveMessage(channelId, message) {
         channel.seen_message_id = Math.max(channel.seen_message_id, message.id);
     } else if (isNew && (!open || document.visibilityState !== "visible")) {
         channel.message_unread_counter += 1;
-    } else if (open) {
+        notifyMessage({
+            title: channelName(channel), author: author.name, html: message.body, isLeader: bus.isLeader,
+            onClick: () => openChannel(channelId),
+        });
+    } else if (open && isNearBottom(messagesBox())) {
         markSeen();
     }
     renderSidebar();
@@ -862,10 +877,10 @@ async function refreshImStatus() {
 /** The bus joins before the state is read, and what it hears meanwhile is
  * applied after: a tab that follows another's poll gets no replay of what
  * was posted before it joined, so the order must leave no gap. */
-async function startSession() {
+async function startSession(uid) {
     const generation = ++state.generation;
     state.early = [];
-    bus.start();
+    bus.start(`${location.host}:${uid}`);
     let info;
     try {
         info = await rpc("/mail/init_messaging", {});
@@ -913,7 +928,7 @@ function resetSession() {
     for (const peers of state.typing.values()) for (const peer of peers.values()) clearTimeout(peer.timer);
     Object.assign(state, {
         user: null, partners: new Map(), channels: new Map(), threads: new Map(), typing: new Map(),
-        currentId: null, early: null, imStatusTimer: null,
+        currentId: null, readFrom: null, early: null, imStatusTimer: null,
     });
     $("[data-testid=typing-indicator]").replaceChildren();
     composerInput().value = "";
@@ -950,12 +965,12 @@ async function login(event) {
     submit.disabled = true;
     error.hidden = true;
     try {
-        await rpc("/web/session/authenticate", {
+        const session = await rpc("/web/session/authenticate", {
             login: form.elements.login.value.trim(),
             password: form.elements.password.value,
         });
         form.elements.password.value = "";
-        await startSession();
+        await startSession(session.uid);
     } catch (failure) {
         const wrong = failure instanceof RpcError && failure.data.name === "odoo.exceptions.AccessDenied";
         error.textContent = wrong ? "Wrong login or password." : explain(failure);
@@ -1173,18 +1188,20 @@ async function boot() {
         if (document.visibilityState === "visible") markSeen();
     });
     $("[data-testid=login-form]").addEventListener("submit", login);
+    setUpBell($("[data-testid=notifications-bell]"));
     $("[data-testid=composer]").addEventListener("submit", sendMessage);
     setupComposer({ channelId: () => state.currentId, onError: (text) => toast(text) });
     composerInput().addEventListener("input", onComposerInput);
     composerInput().addEventListener("keydown", onComposerKey);
     messagesBox().addEventListener("scroll", () => {
         if (messagesBox().scrollTop < 60) loadOlder();
+        if (isNearBottom(messagesBox())) markSeen();
     }, { passive: true });
     dialog.addEventListener("close", () => { dialog.onsubmit = null; });
     try {
         const info = await rpc("/web/session/get_session_info", {});
         if (info && info.uid) {
-            await startSession();
+            await startSession(info.uid);
             return;
         }
     } catch (error) {

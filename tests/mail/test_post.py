@@ -249,7 +249,7 @@ def test_seen_moves_forward_only_and_is_announced(url, admin, demo, database_url
     assert seen == {"channel_id": general, "last_message_id": ids[1], "partner_id": demo_partner}
     new = [n for n in bus_notifications(database_url) if n["id"] > last]
     assert [(tuple(n["channel"]), n["type"], n["payload"]) for n in new] == [
-        (("mail.channel", general), "mail.channel.partner/seen", seen)]
+        (("res.partner", demo_partner), "mail.channel.partner/seen", seen)]
     assert ok(url, "/mail/init_messaging", {}, demo)["channels"][0]["message_unread_counter"] == 1
     # Backwards: nothing changes, nothing is sent.
     back = ok(url, "/mail/channel/set_last_seen_message", {"channel_id": general, "last_message_id": ids[0]}, demo)

@@ -106,12 +106,13 @@ export class BusClient extends EventTarget {
         return [...this._channels];
     }
 
-    start() {
+    /** @param {string} [scope] whose tabs may share this client's poll (see CrossTab.start); kept for restarts */
+    start(scope) {
         if (this._running) return;
         this._running = true;
         this._rejoined = this._started;
         this._started = true;
-        this._crossTab.start();
+        this._crossTab.start(scope);
     }
 
     stop() {

@@ -64,15 +64,21 @@ export class CrossTab {
         return this.role === "leader";
     }
 
-    start() {
+    /**
+     * @param {string} [scope] whose tabs these are (a user): tabs of different
+     *   users in one browser must not share a leader, or one would hear the
+     *   other's notifications.
+     */
+    start(scope = this.scope) {
         if (this.role !== "stopped") return;
+        this.scope = scope;
         this.id = `${this.now().toString(36)}-${this.random().toString(36).slice(2, 10)}`;
         this.term = 0;
         this.leaderId = null;
         this.leaderSeenAt = 0;
         this.helloAt = 0;
         this.peers = new Map();
-        this.channel = this.openChannel(this.name);
+        this.channel = this.openChannel(scope ? `${this.name}:${scope}` : this.name);
         if (!this.channel) {
             this._lead();
             return;

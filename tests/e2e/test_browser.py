@@ -7,10 +7,6 @@ receiver's parked long-poll before the receiving page renders it.
 """
 from __future__ import annotations
 
-import os
-import shutil
-from pathlib import Path
-
 import pytest
 from playwright.sync_api import Page, expect
 
@@ -19,10 +15,6 @@ from tests.support import result, rpc
 
 pytestmark = pytest.mark.browser
 
-DOCS_SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "screenshot.png"
-#: Set to refresh the README's screenshot from this run (off by default, so
-#: that running the tests leaves the checkout unchanged).
-UPDATE_SCREENSHOT_ENV = "IMBUS_UPDATE_SCREENSHOT"
 HOSTILE = '<script>window.__pwned=1</script><img src=x onerror="window.__pwned=2">'
 
 
@@ -106,8 +98,6 @@ def test_two_people_talk_live_with_typing_indicator(login, chat_url, artifacts):
     expect(demo.get_by_test_id("typing-indicator")).to_have_text("Mitchell Admin is typing…", timeout=LIVE_MS)
     admin.screenshot(path=str(artifacts / "conversation-admin.png"))
     demo.screenshot(path=str(artifacts / "conversation-demo.png"))
-    if os.environ.get(UPDATE_SCREENSHOT_ENV):
-        shutil.copyfile(artifacts / "conversation-demo.png", DOCS_SCREENSHOT)
 
 
 def test_hostile_bodies_are_shown_inert(login, chat_url, artifacts):

@@ -245,19 +245,18 @@ class MailController:
 
     @route("/mail/message/add_reaction")
     def add_reaction(self, request: Request, params: dict, session: Session) -> Any:
-        message_id = param(params, "message_id", int, required=True)
-        content = text(params, "content", required=True)
-        with self.database.transaction() as tx:
-            user = self._user(tx, session)
-            return reactions.add_reaction(tx, message_id, user.partner_id, content)
+        return self._react(params, session, reactions.add_reaction)
 
     @route("/mail/message/remove_reaction")
     def remove_reaction(self, request: Request, params: dict, session: Session) -> Any:
+        return self._react(params, session, reactions.remove_reaction)
+
+    def _react(self, params: dict, session: Session, change: Callable[..., dict]) -> dict:
         message_id = param(params, "message_id", int, required=True)
         content = text(params, "content", required=True)
         with self.database.transaction() as tx:
             user = self._user(tx, session)
-            return reactions.remove_reaction(tx, message_id, user.partner_id, content)
+            return change(tx, message_id, user.partner_id, content)
 
     @route("/mail/channel/messages")
     def channel_messages(self, request: Request, params: dict, session: Session) -> Any:

@@ -10,7 +10,7 @@
 import { RpcError, createBusClient, createRpc } from "./bus/index.js";
 import { attachmentList, pendingUploads, posted, refresh as refreshAttachments, setupComposer } from "./attachments.js";
 import { createMessageActions } from "./message_actions.js";
-import { notifyMessage, setUpBell } from "./notifications.js";
+import { NotificationLedger, notifyMessage, setUpBell } from "./notifications.js";
 import { firstUnreadId, unreadSeparator } from "./unread.js";
 
 const HISTORY_PAGE = 30;
@@ -39,6 +39,7 @@ const state = {
     readFrom: null,
     early: null,         // notifications that came while the session's state was loading
     imStatusTimer: null,
+    notified: new NotificationLedger(),
 };
 
 const composerState = { channelId: null, announced: false, announcedAt: 0, idleTimer: null, sending: false };
@@ -683,14 +684,18 @@ function receiveMessage(channelId, message) {
         const added = mergeMessages(entry, [message]);
         if (added && open && entry.loaded) renderMessages({ keep: stick ? "bottom" : "position" });
     }
+    const elsewhere = !open || document.visibilityState !== "visible";
     if (mine) {
         channel.seen_message_id = Math.max(channel.seen_message_id, message.id);
-    } else if (isNew && (!open || document.visibilityState !== "visible")) {
-        channel.message_unread_counter += 1;
-        notifyMessage({
-            title: channelName(channel), author: author.name, html: message.body, isLeader: bus.isLeader,
-            onClick: () => openChannel(channelId),
-        });
+    } else if (elsewhere) {
+        // A channel list re-read meanwhile may count this message already.
+        if (isNew) channel.message_unread_counter += 1;
+        if (message.id > channel.seen_message_id && state.notified.take(message.id)) {
+            notifyMessage({
+                title: channelName(channel), author: author.name, html: message.body, isLeader: bus.isLeader,
+                onClick: () => openChannel(channelId),
+            });
+        }
     } else if (open && isNearBottom(messagesBox())) {
         markSeen();
     }
@@ -899,6 +904,7 @@ async function startSession(uid) {
     };
     rememberPartner(info.current_partner);
     applyInitMessaging(info);
+    state.notified.restart(Math.max(0, ...[...state.channels.values()].map((channel) => channel.last_message_id || 0)));
     $("#login").hidden = true;
     $("#shell").hidden = false;
     const me = $(".me");

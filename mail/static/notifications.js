@@ -7,6 +7,32 @@
  * notification.
  */
 
+/**
+ * Which messages deserve a notification: each at most once, and none the
+ * page knew of when its session loaded (a first poll replays recent
+ * notifications). The decision is the message's own, not the count's: a
+ * channel list re-read from the server may already hold a message whose
+ * notification is still on its way, and that message was never announced.
+ */
+export class NotificationLedger {
+    constructor() {
+        this.restart(0);
+    }
+
+    /** @param {number} knownUpTo the newest message id the loaded session already shows */
+    restart(knownUpTo) {
+        this.knownUpTo = knownUpTo;
+        this.offered = new Set();
+    }
+
+    /** Whether message ``id`` is news not offered before; it is not offered again. */
+    take(id) {
+        if (!(id > this.knownUpTo) || this.offered.has(id)) return false;
+        this.offered.add(id);
+        return true;
+    }
+}
+
 const supported = () => typeof Notification === "function";
 
 /** @param {HTMLButtonElement} button the bell; hidden where notifications cannot work */

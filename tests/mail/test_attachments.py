@@ -6,6 +6,7 @@ import pytest
 import requests
 
 from tests.mail.support import call, channel_id, login, ok, poll_as, query, refused
+from tests.raw_http import Connection, request
 
 PNG = bytes.fromhex("89504e470d0a1a0a0000000d4948445200000001000000010806000000"
                     "1f15c4890000000d49444154789c6360000002000154a24f5d0000000049454e44ae426082")
@@ -76,6 +77,22 @@ def test_non_member_and_anonymous_cannot_upload(url, admin, demo, database_url):
     assert answer.status_code == 404 and "error" in answer.json()
     anonymous = upload(url, None, secret)
     assert anonymous.status_code == 403 and "error" in anonymous.json()
+    assert stored(database_url) == 0
+
+
+def test_an_anonymous_upload_is_refused_before_its_body_is_read(mail_http, database_url):
+    """The refusal comes while the client has sent a sliver of a 1 MB form:
+    the server does not wait for (or spool) a body it will throw away."""
+    connection = Connection(mail_http.port, timeout=10)
+    try:
+        connection.send(request(b"POST", b"/mail/attachment/upload", b"Host: 127.0.0.1",
+                                b"Content-Type: multipart/form-data; boundary=x",
+                                b"Content-Length: 1000000", body=b"--x\r\n"))
+        answer = connection.read_answer()
+    finally:
+        connection.close()
+    assert answer is not None and answer.status == 403
+    assert answer.fields["connection"] == "close"
     assert stored(database_url) == 0
 
 

@@ -21,7 +21,7 @@ from werkzeug.wrappers import Request, Response
 from bus.jsonrpc import param
 
 from . import attachments, channels, errors
-from .controllers import route
+from .controllers import route, translate
 
 if TYPE_CHECKING:
     from .app import MailApp
@@ -96,7 +96,7 @@ class AttachmentController:
             except attachments.TooLarge as error:
                 return json_answer({"error": str(error)}, 413)
             except errors.ChatError as error:
-                return json_answer({"error": str(error)}, STATUS[type(error)])
+                return json_answer({"error": str(error)}, translate(STATUS, error))
 
     def _refuse_large(self, request: Request, declared: Optional[int]) -> Response:
         if declared is not None and declared <= DRAIN_LIMIT:

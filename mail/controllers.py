@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import inspect
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional, TypeVar
 
 from werkzeug.utils import send_from_directory
 from werkzeug.wrappers import Request, Response
@@ -29,6 +29,16 @@ RPC_ERRORS: dict[type[errors.ChatError], type[RPCError]] = {
     errors.InvalidInput: InvalidParams,
     errors.Forbidden: AccessDenied,
 }
+T = TypeVar("T")
+
+
+def translate(table: dict[type[errors.ChatError], T], error: errors.ChatError) -> T:
+    """What ``table`` says of ``error``'s kind: its class or the nearest
+    base listed, so that a finer refusal is answered as its kind is."""
+    for kind in type(error).__mro__:
+        if kind in table:
+            return table[kind]
+    raise TypeError(f"no translation for {type(error).__name__}") from error
 
 
 @dataclass(frozen=True)
@@ -118,7 +128,7 @@ class MailController:
                     return handler(request, params, self._session(request))
                 return handler(request, params)
             except errors.ChatError as error:
-                raise RPC_ERRORS[type(error)](str(error)) from None
+                raise translate(RPC_ERRORS, error)(str(error)) from None
         return view
 
     # -- who is calling -------------------------------------------------------------

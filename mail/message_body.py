@@ -28,7 +28,8 @@ ALLOWED_TAGS = {
 }
 ALLOWED_ATTRIBUTES = {
     # A mention is Odoo's <a class="o_mail_redirect" data-oe-id=.. data-oe-model="res.partner">.
-    "a": {"href", "title", "data-oe-id", "data-oe-model"},
+    # data-oe-id only with the ids of the post's mentions (see _clean).
+    "a": {"href", "title", "data-oe-model"},
     "img": {"src", "alt", "title", "width", "height"},
     "td": {"colspan", "rowspan"},
     "th": {"colspan", "rowspan"},
@@ -71,17 +72,25 @@ def sanitize_body(body: str, max_bytes: int = DEFAULT_MAX_BODY_BYTES,
     # PostgreSQL text cannot hold NUL; it is never meaningful in a message.
     body = body.replace("\x00", "")
     source = body if not plain_text and _LOOKS_LIKE_HTML.search(body) else text_to_html(body, mentions or {})
-    clean = _clean(source).strip()
+    clean = _clean(source, mentions or {}).strip()
     if not has_content(clean):
-        raise InvalidInput("the message body is empty")
+        raise EmptyBody("the message body is empty")
     return clean
 
 
-def _clean(source: str) -> str:
+class EmptyBody(InvalidInput):
+    """A body that shows nothing once sanitised."""
+
+
+def _clean(source: str, mentions: dict[int, str]) -> str:
+    # A mention link names a partner the post really mentions, or none: an
+    # HTML body cannot mark someone as mentioned who was never notified.
+    mention_ids = {str(partner_id) for partner_id in mentions}
     return nh3.clean(
         source,
         tags=ALLOWED_TAGS,
         attributes=ALLOWED_ATTRIBUTES,
+        tag_attribute_values={"a": {"data-oe-id": mention_ids}},
         allowed_classes=ALLOWED_CLASSES,
         set_tag_attribute_values=SET_ATTRIBUTES,
         url_schemes=URL_SCHEMES,

@@ -17,7 +17,7 @@ from bus.models import sendmany
 from . import attachments, users
 from .channels import Channel, format_datetime, member_channel
 from .errors import Forbidden, InvalidInput, NotFound
-from .message_body import DEFAULT_MAX_BODY_BYTES, has_content, preview, sanitize_body
+from .message_body import DEFAULT_MAX_BODY_BYTES, EmptyBody, preview, sanitize_body
 
 NEW_MESSAGE_TYPE = "mail.channel/new_message"
 #: Odoo's "these fields of the message changed" and "these messages are gone".
@@ -80,7 +80,8 @@ def message_post(
     message_id, date = inserted
     attachments.attach(tx, attachment_ids, message_id)
     member_ids = _mark_interest(tx, channel, author_id, message_id, date)
-    formatted = message_format(tx, [message_id])[0]
+    # Just posted: no reactions yet, and files only if some were given.
+    formatted = message_format(tx, [message_id], reactions=False, files=bool(attachment_ids))[0]
     _notify_thread(tx, channel, formatted, member_ids, format_datetime(date) or "")
     return formatted
 
@@ -156,23 +157,31 @@ def update_content(tx: Transaction, message_id: int, partner_id: int, body: str,
     channel, author_id = channel_message(tx, message_id, partner_id)
     if author_id != partner_id:
         raise Forbidden("only the author of a message can change it")
-    if not body.strip() or not has_content(body):
+    clean = ""
+    if body.strip():
+        recipients = tx.execute("SELECT partner_ids FROM mail_message WHERE id = %s", (message_id,)).fetchone()[0]
+        mentions = users.partner_names(tx, recipients) if recipients else {}
+        try:
+            clean = sanitize_body(body, max_body_bytes, mentions=mentions, plain_text=plain_text)
+        except EmptyBody:
+            clean = ""  # markup that shows nothing (Odoo's editor sends "<p><br></p>")
+    if not clean:
         tx.execute("DELETE FROM mail_message WHERE id = %s", (message_id,))
         payload: dict = {"message_ids": [message_id]}
         notify_channel(tx, channel, MESSAGE_DELETE_TYPE, payload)
         return payload
-    recipients = tx.execute("SELECT partner_ids FROM mail_message WHERE id = %s", (message_id,)).fetchone()[0]
-    mentions = users.partner_names(tx, recipients) if recipients else {}
-    clean = sanitize_body(body, max_body_bytes, mentions=mentions, plain_text=plain_text)
     tx.execute("UPDATE mail_message SET body = %s WHERE id = %s", (clean, message_id))
     payload = {"id": message_id, "body": clean}
     notify_channel(tx, channel, MESSAGE_UPDATE_TYPE, payload)
     return payload
 
 
-def message_format(tx: Transaction, message_ids: list[int]) -> list[dict]:
+def message_format(tx: Transaction, message_ids: list[int], *, reactions: bool = True,
+                   files: bool = True) -> list[dict]:
     """Messages as the web client reads them (Odoo 15's ``message_format``
-    shapes: many2one fields as ``[id, name]`` or ``false``), newest first."""
+    shapes: many2one fields as ``[id, name]`` or ``false``), newest first.
+    ``reactions`` and ``files`` False skip a query each, for a message known
+    to have none (the post path)."""
     rows = tx.execute(
         "SELECT m.id, m.body, m.date, m.author_id, a.name, m.model, m.res_id, m.message_type,"
         " m.subtype_id, s.name, s.xmlid, c.name, m.parent_id, pa.name, pm.body,"
@@ -187,8 +196,9 @@ def message_format(tx: Transaction, message_ids: list[int]) -> list[dict]:
         " WHERE m.id = ANY(%s) ORDER BY m.id DESC",
         (list(message_ids),),
     ).fetchall()
-    files = attachments.message_attachments(tx, [row[0] for row in rows])
-    groups = reaction_groups(tx, [row[0] for row in rows])
+    ids = [row[0] for row in rows]
+    attached = attachments.message_attachments(tx, ids) if files else {}
+    groups = reaction_groups(tx, ids) if reactions else {}
     formatted = []
     for (mid, body, date, author_id, author_name, model, res_id, message_type, subtype_id, subtype_name,
          subtype_xmlid, record_name, parent_id, parent_author, parent_body, recipients) in rows:
@@ -210,7 +220,7 @@ def message_format(tx: Transaction, message_ids: list[int]) -> list[dict]:
             "record_name": record_name or False,
             "partner_ids": [r["id"] for r in recipients],
             "recipients": recipients,
-            "attachment_ids": files.get(mid, []),
+            "attachment_ids": attached.get(mid, []),
             "parent_id": parent,
             "is_discussion": subtype_xmlid == "mail.mt_comment",
             "is_note": subtype_xmlid == "mail.mt_note",

@@ -61,6 +61,22 @@ def test_an_empty_body_deletes_and_notifies_the_delete(url, admin, database_url)
     assert [m["parent_id"] for m in history if m["id"] == reply["id"]] == [False]
 
 
+@pytest.mark.parametrize("body, plain_text, kept", [
+    ("<p><br></p>", False, False),  # Odoo's empty editor
+    ("   ", False, False),
+    ("<b></b>", True, True),  # typed as text: it shows
+])
+def test_only_a_body_that_shows_nothing_deletes(url, admin, database_url, body, plain_text, kept):
+    message = post(url, admin, channel_id(database_url, "general"), "before")
+    answer = ok(url, "/mail/message/update_content",
+                {"message_id": message["id"], "body": body, "plain_text": plain_text}, admin)
+    remaining = query(database_url, "SELECT body FROM mail_message WHERE id = %s", (message["id"],))
+    if kept:
+        assert answer == {"id": message["id"], "body": "&lt;b&gt;&lt;/b&gt;"} and remaining == [(answer["body"],)]
+    else:
+        assert answer == {"message_ids": [message["id"]]} and remaining == []
+
+
 def test_another_member_may_not_edit_or_delete(url, admin, demo, database_url):
     message = post(url, admin, channel_id(database_url, "general"), "mine")
     before = last_bus_id(database_url)

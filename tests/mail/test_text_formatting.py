@@ -53,7 +53,7 @@ def test_a_mention_name_is_escaped():
 def test_html_bodies_keep_mentions_but_no_other_class_or_data():
     body = ('<a class="o_mail_redirect evil" data-oe-id="3" data-oe-model="res.partner" data-x="y"'
             ' href="/web#model=res.partner&id=3" onclick="x()">@Marc</a><span class="o_mail_redirect">s</span>')
-    assert sanitize_body(body) == ('<a class="o_mail_redirect" data-oe-id="3" data-oe-model="res.partner"'
+    assert sanitize_body(body, mentions={3: "Marc"}) == ('<a class="o_mail_redirect" data-oe-id="3" data-oe-model="res.partner"'
                                    f' href="/web#model=res.partner&amp;id=3" {LINK}>@Marc</a><span>s</span>')
 
 

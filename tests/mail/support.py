@@ -10,7 +10,7 @@ from typing import Any, Optional
 import psycopg2
 import requests
 
-from tests.support import odoo_error, rpc
+from tests.support import ParkedPoll, odoo_error, rpc, wait_for
 
 TEST_SECRET = "test-secret-key"
 DEMO_PASSWORDS = {"admin": "admin", "demo": "demo", "jane": "jane", "joel": "joel"}
@@ -66,6 +66,16 @@ def poll_as(url: str, session: Optional[requests.Session], last: int = 0, channe
     return ok(url, "/longpolling/poll", {"channels": channels or [], "last": last, "options": options}, session)
 
 
+def park(app: Any, url: str, session: Optional[requests.Session], last: int, channels: tuple = ()) -> ParkedPoll:
+    """A poll of ``session`` from ``last``, parked: once the app has read up
+    to ``last`` (so only what comes next can wake it) and the poll waits."""
+    wait_for(lambda: app.dispatcher.position >= last, 10, "the dispatcher reading every row")
+    parked_before = app.dispatcher.waiter_count
+    parked = ParkedPoll(url, list(channels), last, session=session)
+    wait_for(lambda: app.dispatcher.waiter_count > parked_before, 10, "the poll parking")
+    return parked
+
+
 def query(database_url: str, sql: str, params: Any = None) -> list[tuple]:
     conn = psycopg2.connect(database_url)
     try:
@@ -74,6 +84,10 @@ def query(database_url: str, sql: str, params: Any = None) -> list[tuple]:
             return cr.fetchall()
     finally:
         conn.close()
+
+
+def newest_bus_id(database_url: str) -> int:
+    return query(database_url, "SELECT COALESCE(max(id), 0) FROM bus_bus")[0][0]
 
 
 def bus_notifications(database_url: str) -> list[dict]:

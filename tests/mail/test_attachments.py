@@ -1,11 +1,9 @@
 """Attachments over real HTTP and PostgreSQL: upload, post, download, delete."""
-import threading
-import time
 
 import pytest
 import requests
 
-from tests.mail.support import call, channel_id, login, ok, poll_as, query, refused
+from tests.mail.support import call, channel_id, login, ok, park, poll_as, query, refused
 from tests.raw_http import Connection, request
 
 PNG = bytes.fromhex("89504e470d0a1a0a0000000d4948445200000001000000010806000000"
@@ -166,17 +164,12 @@ def test_delete_only_own_pending(url, admin, demo, database_url):
     assert query(database_url, "SELECT id FROM ir_attachment") == [(posted["id"],)]
 
 
-def test_a_parked_poller_receives_the_message_with_its_attachment(url, admin, demo, database_url):
+def test_a_parked_poller_receives_the_message_with_its_attachment(mail_app, url, admin, demo, database_url):
     general = channel_id(database_url, "general")
-    last = max(n["id"] for n in poll_as(url, demo))
-    received = {}
-    poller = threading.Thread(target=lambda: received.setdefault("notes", poll_as(url, demo, last)))
-    poller.start()
-    time.sleep(0.3)
+    parked = park(mail_app, url, demo, max(n["id"] for n in poll_as(url, demo)))
     uploaded = upload(url, admin, general, "dot.png", PNG, "image/png").json()
     message = post(url, admin, general, [uploaded["id"]])["result"]
-    poller.join(10)
-    [note] = [n for n in received["notes"] if n["message"]["type"] == "mail.channel/new_message"]
+    [note] = [n for n in parked.result(10) if n["message"]["type"] == "mail.channel/new_message"]
     assert note["message"]["payload"]["message"] == message
     assert [a["id"] for a in message["attachment_ids"]] == [uploaded["id"]]
 

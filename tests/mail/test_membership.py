@@ -13,14 +13,16 @@ from tests.mail.support import (
     error_name,
     login,
     message_ids,
+    newest_bus_id,
     ok,
+    park,
     partner_id,
     poll_as,
     poll_until,
     query,
     snapshot,
 )
-from tests.support import ACCESS_DENIED, INVALID_PARAMS, NOT_FOUND, SESSION_EXPIRED, ParkedPoll, wait_for
+from tests.support import ACCESS_DENIED, INVALID_PARAMS, NOT_FOUND, SESSION_EXPIRED
 
 SESSION_ENDED = "res.users/session_ended"
 
@@ -29,9 +31,6 @@ def post(url, session, thread_id, body):
     return ok(url, "/mail/message/post",
               {"thread_model": "mail.channel", "thread_id": thread_id, "post_data": {"body": body}}, session)
 
-
-def newest_bus_id(database_url):
-    return query(database_url, "SELECT COALESCE(max(id), 0) FROM bus_bus")[0][0]
 
 
 def notes_since(database_url, last):
@@ -54,11 +53,7 @@ def answer_holding(app, url, session, database_url, kind, change, channels=()):
     only what comes next can wake it), make ``change`` (which returns what
     it wants kept), and return the poll's answer, which must hold a
     ``kind`` notification, and what ``change`` returned."""
-    last = newest_bus_id(database_url)
-    wait_for(lambda: app.dispatcher.position >= last, 10, "the dispatcher reading every row")
-    parked_before = app.dispatcher.waiter_count
-    parked = ParkedPoll(url, list(channels), last, session=session)
-    wait_for(lambda: app.dispatcher.waiter_count > parked_before, 10, "the poll parking")
+    parked = park(app, url, session, newest_bus_id(database_url), tuple(channels))
     changed = change()
     answer = parked.result(10)
     assert any(n["message"]["type"] == kind for n in answer), answer

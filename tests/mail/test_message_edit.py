@@ -1,10 +1,8 @@
 """Editing and deleting messages: the author only, and the channel hears it."""
-import threading
-import time
 
 import pytest
 
-from tests.mail.support import bus_notifications, call, channel_id, ok, poll_as, query, refused
+from tests.mail.support import bus_notifications, call, channel_id, newest_bus_id, ok, park, poll_as, query, refused
 from tests.support import ACCESS_DENIED, INVALID_PARAMS, NOT_FOUND, SESSION_EXPIRED
 
 
@@ -18,15 +16,12 @@ def new_notes(database_url, last):
     return [n for n in bus_notifications(database_url) if n["id"] > last]
 
 
-def last_bus_id(database_url):
-    return query(database_url, "SELECT COALESCE(max(id), 0) FROM bus_bus")[0][0]
-
 
 def test_the_author_edits_and_the_channel_and_its_uuid_hear_it(url, admin, database_url):
     general = channel_id(database_url, "general")
     uuid = query(database_url, "SELECT uuid FROM mail_channel WHERE id = %s", (general,))[0][0]
     message = post(url, admin, general, "frist")
-    last = last_bus_id(database_url)
+    last = newest_bus_id(database_url)
     answer = ok(url, "/mail/message/update_content",
                 {"message_id": message["id"], "body": "**first**", "attachment_ids": []}, admin)
     assert answer == {"id": message["id"], "body": "<strong>first</strong>"}
@@ -49,7 +44,7 @@ def test_an_empty_body_deletes_and_notifies_the_delete(url, admin, database_url)
     general = channel_id(database_url, "general")
     parent = post(url, admin, general, "to be removed")
     reply = post(url, admin, general, "a reply", parent_id=parent["id"])
-    last = last_bus_id(database_url)
+    last = newest_bus_id(database_url)
     answer = ok(url, "/mail/message/update_content", {"message_id": parent["id"], "body": "", "attachment_ids": []},
                 admin)
     assert answer == {"message_ids": [parent["id"]]}
@@ -79,12 +74,12 @@ def test_only_a_body_that_shows_nothing_deletes(url, admin, database_url, body, 
 
 def test_another_member_may_not_edit_or_delete(url, admin, demo, database_url):
     message = post(url, admin, channel_id(database_url, "general"), "mine")
-    before = last_bus_id(database_url)
+    before = newest_bus_id(database_url)
     for body in ("changed", ""):
         refused(call(url, "/mail/message/update_content", {"message_id": message["id"], "body": body}, demo),
                 ACCESS_DENIED)
     assert query(database_url, "SELECT body FROM mail_message WHERE id = %s", (message["id"],)) == [("mine",)]
-    assert last_bus_id(database_url) == before
+    assert newest_bus_id(database_url) == before
 
 
 def test_a_non_member_cannot_tell_the_message_exists(url, admin, jane, database_url):
@@ -109,18 +104,15 @@ def test_bad_parameters_are_refused(url, admin, params):
     refused(call(url, "/mail/message/update_content", params, admin), INVALID_PARAMS)
 
 
-def test_a_parked_poller_hears_the_edit_and_the_delete(url, admin, demo, database_url):
+def test_a_parked_poller_hears_the_edit_and_the_delete(mail_app, url, admin, demo, database_url):
     general = channel_id(database_url, "general")
     message = post(url, admin, general, "soon edited")
     last = max(n["id"] for n in poll_as(url, demo))
     for body, expected in (("edited", ("mail.message/insert", {"id": message["id"], "body": "edited"})),
                            ("", ("mail.message/delete", {"message_ids": [message["id"]]}))):
-        received = {}
-        poller = threading.Thread(target=lambda: received.setdefault("notes", poll_as(url, demo, last)))
-        poller.start()
-        time.sleep(0.3)
+        parked = park(mail_app, url, demo, last)
         ok(url, "/mail/message/update_content", {"message_id": message["id"], "body": body}, admin)
-        poller.join(10)
-        notes = [(n["message"]["type"], n["message"]["payload"]) for n in received["notes"]]
-        assert notes == [expected]
-        last = max(n["id"] for n in received["notes"])
+        answer = parked.result(10)
+        notes = [(n["message"]["type"], n["message"]["payload"]) for n in answer]
+        assert [note for note in notes if note[0].startswith("mail.message/")] == [expected]
+        last = max(n["id"] for n in answer)

@@ -1,8 +1,6 @@
 """Reactions: members only, one per partner and emoji, heard by the channel."""
-import threading
-import time
 
-from tests.mail.support import call, channel_id, ok, partner_id, poll_as, query, refused
+from tests.mail.support import call, channel_id, ok, park, partner_id, poll_as, query, refused
 from tests.mail.test_message_edit import last_bus_id, new_notes, post
 from tests.support import INVALID_PARAMS, NOT_FOUND, SESSION_EXPIRED
 
@@ -78,14 +76,9 @@ def test_a_deleted_message_takes_its_reactions(url, admin, database_url):
     assert query(database_url, "SELECT count(*) FROM mail_message_reaction") == [(0,)]
 
 
-def test_a_parked_poller_hears_the_reaction(url, admin, demo, database_url):
+def test_a_parked_poller_hears_the_reaction(mail_app, url, admin, demo, database_url):
     message = post(url, admin, channel_id(database_url, "general"), "react to me")
-    last = max(n["id"] for n in poll_as(url, demo))
-    received = {}
-    poller = threading.Thread(target=lambda: received.setdefault("notes", poll_as(url, demo, last)))
-    poller.start()
-    time.sleep(0.3)
+    parked = park(mail_app, url, demo, max(n["id"] for n in poll_as(url, demo)))
     answer = ok(url, "/mail/message/add_reaction", {"message_id": message["id"], "content": "👍"}, admin)
-    poller.join(10)
-    assert [(n["message"]["type"], n["message"]["payload"]) for n in received["notes"]] == [
-        ("mail.message/insert", answer)]
+    notes = [(n["message"]["type"], n["message"]["payload"]) for n in parked.result(10)]
+    assert [note for note in notes if note[0].startswith("mail.message/")] == [("mail.message/insert", answer)]

@@ -7,10 +7,10 @@ from tests.mail.support import (
     call,
     channel_id,
     login,
+    newest_bus_id,
     ok,
     partner_id,
     poll_until,
-    query,
     refused,
 )
 from tests.mail.test_post import post
@@ -18,9 +18,6 @@ from tests.support import NOT_FOUND, SESSION_EXPIRED
 
 SEEN = "mail.channel.partner/seen"
 
-
-def last_bus_id(database_url):
-    return query(database_url, "SELECT COALESCE(max(id), 0) FROM bus_bus")[0][0]
 
 
 def unread(url, session, channel):
@@ -45,7 +42,7 @@ def test_in_a_channel_only_the_readers_own_tabs_hear_it(url, admin, demo, databa
     general = channel_id(database_url, "general")
     message = post(url, admin, general, "read me")["result"]
     other_tab = login(url, "demo")
-    since = last_bus_id(database_url)
+    since = newest_bus_id(database_url)
     seen = ok(url, "/mail/channel/set_last_seen_message",
               {"channel_id": general, "last_message_id": message["id"]}, demo)
     heard = poll_until(url, other_tab, lambda notes: any(n["message"]["type"] == SEEN for n in notes), since=since)
@@ -59,7 +56,7 @@ def test_in_a_channel_only_the_readers_own_tabs_hear_it(url, admin, demo, databa
 def test_in_a_chat_the_other_side_hears_it(url, admin, demo, database_url):
     chat = ok(url, "/mail/channel/get_or_create_chat", {"partner_ids": [partner_id(database_url, "demo")]}, admin)
     message = post(url, admin, chat["id"], "hi")["result"]
-    since = last_bus_id(database_url)
+    since = newest_bus_id(database_url)
     seen = ok(url, "/mail/channel/set_last_seen_message",
               {"channel_id": chat["id"], "last_message_id": message["id"]}, demo)
     for session in (admin, login(url, "demo")):

@@ -692,7 +692,8 @@ function receiveMessage(channelId, message) {
         if (isNew) channel.message_unread_counter += 1;
         if (message.id > channel.seen_message_id && state.notified.take(message.id)) {
             notifyMessage({
-                title: channelName(channel), author: author.name, html: message.body, isLeader: bus.isLeader,
+                title: channelName(channel), tag: `channel-${channelId}`, author: author.name, html: message.body,
+                isLeader: bus.isLeader,
                 onClick: () => openChannel(channelId),
             });
         }
@@ -1196,7 +1197,10 @@ async function boot() {
     $("[data-testid=login-form]").addEventListener("submit", login);
     setUpBell($("[data-testid=notifications-bell]"));
     $("[data-testid=composer]").addEventListener("submit", sendMessage);
-    setupComposer({ channelId: () => state.currentId, onError: (text) => toast(text) });
+    setupComposer({
+        channelId: () => state.currentId, onError: (text) => toast(text),
+        rpc: (route, params) => attempt(() => rpc(route, params)),
+    });
     composerInput().addEventListener("input", onComposerInput);
     composerInput().addEventListener("keydown", onComposerKey);
     messagesBox().addEventListener("scroll", () => {

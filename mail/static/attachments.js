@@ -9,6 +9,7 @@ const INLINE_IMAGES = new Set(["image/png", "image/jpeg", "image/gif", "image/we
 const pending = [];
 let currentChannel = () => null;
 let report = () => {};
+let call = async () => {};
 
 function el(tag, attributes = {}, ...children) {
     const node = document.createElement(tag);
@@ -29,6 +30,7 @@ function send(channelId, file, entry) {
         form.append("is_pending", "true");
         form.append("ufile", file, file.name);
         const xhr = new XMLHttpRequest();
+        entry.xhr = xhr;
         xhr.open("POST", "/mail/attachment/upload");
         xhr.upload.onprogress = (event) => {
             if (event.lengthComputable) {
@@ -44,6 +46,7 @@ function send(channelId, file, entry) {
             resolve();
         };
         xhr.onerror = () => { entry.error = "upload failed: the connection was lost"; resolve(); };
+        xhr.onabort = () => resolve();
         xhr.send(form);
     });
 }
@@ -57,24 +60,34 @@ async function addFiles(files) {
         pending.push(entry);
         render();
         return send(channelId, file, entry).then(() => {
-            if (entry.error) {
+            entry.xhr = null;
+            if (entry.removed) discard(entry); // removed while it was uploading
+            else if (entry.error) {
                 report(`${file.name}: ${entry.error}`);
-                pending.splice(pending.indexOf(entry), 1);
+                forget(entry);
             }
             render();
         });
     }));
 }
 
+function forget(entry) {
+    const index = pending.indexOf(entry);
+    if (index >= 0) pending.splice(index, 1);
+}
+
+/** The × of a chip: an upload still going is aborted; one done is deleted
+ * on the server, which would otherwise keep it pending for ever. */
 function remove(entry) {
-    pending.splice(pending.indexOf(entry), 1);
-    if (entry.attachment) {
-        fetch("/mail/attachment/delete", {
-            method: "POST", headers: { "Content-Type": "application/json" },
-            body: JSON.stringify({ jsonrpc: "2.0", method: "call", params: { attachment_id: entry.attachment.id } }),
-        }).catch(() => {});
-    }
+    entry.removed = true;
+    forget(entry);
+    if (entry.xhr) entry.xhr.abort();
+    else discard(entry);
     render();
+}
+
+function discard(entry) {
+    if (entry.attachment) call("/mail/attachment/delete", { attachment_id: entry.attachment.id });
 }
 
 function render() {
@@ -94,9 +107,16 @@ function render() {
 }
 
 /** Wire the composer's attach button, drag and drop and paste. */
-export function setupComposer({ channelId, onError }) {
+/**
+ * @param {object} kit
+ * @param {() => number|null} kit.channelId the open channel
+ * @param {(text: string) => void} kit.onError
+ * @param {(route: string, params: object) => Promise<any>} kit.rpc the page's JSON-RPC call, errors reported
+ */
+export function setupComposer({ channelId, onError, rpc }) {
     currentChannel = channelId;
     report = onError;
+    call = rpc;
     const input = document.querySelector("[data-testid=attach-input]");
     const composer = document.querySelector("[data-testid=composer]");
     document.querySelector("[data-testid=attach-button]").addEventListener("click", () => input.click());
@@ -122,7 +142,7 @@ export function pendingUploads() {
 /** Forget the uploads a post just took. */
 export function posted(ids) {
     for (const entry of [...pending]) {
-        if (entry.attachment && ids.includes(entry.attachment.id)) pending.splice(pending.indexOf(entry), 1);
+        if (entry.attachment && ids.includes(entry.attachment.id)) forget(entry);
     }
     render();
 }

@@ -53,15 +53,16 @@ export function setUpBell(button) {
 /**
  * @param {object} message
  * @param {string} message.title the channel's name
+ * @param {string} message.tag the channel's own: its next message replaces this one, another channel's does not
  * @param {string} message.author
  * @param {string} message.html the message body as the server sent it
  * @param {boolean} message.isLeader whether this tab is the one that shows notifications
  * @param {() => void} message.onClick
  */
-export function notifyMessage({ title, author, html, isLeader, onClick }) {
+export function notifyMessage({ title, tag, author, html, isLeader, onClick }) {
     if (!isLeader || !supported() || Notification.permission !== "granted") return;
     const text = new DOMParser().parseFromString(html || "", "text/html").body.textContent.trim();
-    const notification = new Notification(title, { body: `${author}: ${text}`.slice(0, 200), tag: title });
+    const notification = new Notification(title, { body: `${author}: ${text}`.slice(0, 200), tag });
     notification.onclick = () => {
         window.focus();
         onClick();

@@ -6,6 +6,7 @@ import pytest
 from playwright.sync_api import expect
 
 from tests.e2e.chat import LIVE_MS, last_message
+from tests.mail.support import query
 
 pytestmark = pytest.mark.browser
 
@@ -40,3 +41,37 @@ def test_attached_image_and_file_reach_the_other_person(login):
     assert download.suggested_filename == "notes.txt"
     with open(download.path(), "rb") as downloaded:
         assert downloaded.read() == b"minutes of the meeting"
+
+
+def test_a_file_removed_while_uploading_is_never_stored(login, database_url):
+    """The × on a chip whose upload is still going cancels it, and leaves
+    the other uploads alone; a finished upload removed is deleted."""
+    admin = login("admin", "admin")
+    held = []
+
+    def hold_first(route):
+        if held:
+            route.continue_()
+        else:
+            held.append(route)  # the first upload waits here until released
+
+    admin.route("**/mail/attachment/upload", hold_first)
+    admin.get_by_test_id("attach-input").set_input_files([
+        {"name": "slow.txt", "mimeType": "text/plain", "buffer": b"never stored"}])
+    expect(admin.locator("[data-testid=pending-attachment][data-state=uploading]")).to_have_count(1)
+    admin.get_by_test_id("attach-input").set_input_files([
+        {"name": "kept.txt", "mimeType": "text/plain", "buffer": b"stored"},
+        {"name": "dropped.txt", "mimeType": "text/plain", "buffer": b"deleted again"}])
+    expect(admin.locator("[data-testid=pending-attachment][data-state=uploaded]")).to_have_count(2)
+    admin.get_by_role("button", name="Remove slow.txt").click()
+    admin.get_by_role("button", name="Remove dropped.txt").click()
+    try:
+        held[0].continue_()
+    except Exception:  # noqa: BLE001 - the aborted request may already be gone
+        pass
+    expect(admin.get_by_test_id("pending-attachment")).to_have_text(["kept.txt×"])
+    admin.get_by_test_id("composer-input").fill("one file")
+    admin.get_by_test_id("composer-input").press("Enter")
+    expect(last_message(admin).get_by_test_id("attachment-link")).to_have_text(["kept.txt"])
+    names = query(database_url, "SELECT name FROM ir_attachment ORDER BY id")
+    assert names == [("kept.txt",)]

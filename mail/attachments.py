@@ -17,13 +17,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Optional
 
-from bus.database import Transaction
+from bus.database import Database, Transaction
 from bus.models import sendmany
 
 from .channels import Channel
 from .errors import InvalidInput, NotFound
 
 DEFAULT_MAX_SIZE = 10 * 1024 * 1024
+#: The advisory lock class (two-key form, the second key the file's name)
+#: under which one stored file is written or removed: uploads of the same
+#: bytes share a file, so removing it must wait for, and then see, them.
+FILE_LOCK = 0x3A12
 DELETE_TYPE = "ir.attachment/delete"
 #: Shown inline (``/web/image``, ``/web/content``): formats browsers decode as
 #: pictures only. SVG is not among them: it can carry script.
@@ -55,20 +59,21 @@ class Storage:
         if self.folder is not None:
             self.folder.mkdir(parents=True, exist_ok=True)
 
-    def put(self, data: bytes, checksum: str) -> Optional[str]:
-        """Store ``data`` and return its file name (None: kept in the row).
-        Same content, same file; written to a temporary name first, so a
-        reader never sees half a file."""
-        if self.folder is None:
-            return None
-        fname = f"{checksum[:2]}/{checksum}"
+    def name(self, checksum: str) -> Optional[str]:
+        """The file that holds content of ``checksum`` (None: kept in the row)."""
+        return None if self.folder is None else f"{checksum[:2]}/{checksum}"
+
+    def put(self, data: bytes, fname: str) -> None:
+        """Store ``data`` as ``fname`` unless it is there: same content, same
+        file. Written to a temporary name first, so a reader never sees half
+        a file."""
+        assert self.folder is not None
         path = self.folder / fname
         if not path.exists():
             path.parent.mkdir(exist_ok=True)
             with tempfile.NamedTemporaryFile(dir=path.parent, delete=False) as out:
                 out.write(data)
             os.replace(out.name, path)
-        return fname
 
     def get(self, fname: str) -> bytes:
         if self.folder is None:
@@ -113,7 +118,10 @@ def create_pending(tx: Transaction, storage: Storage, channel: Channel, uploader
     """A new attachment of ``channel``, pending for its uploader. Returns
     what Odoo's upload route answers."""
     checksum = hashlib.sha1(data).hexdigest()
-    fname = storage.put(data, checksum)
+    fname = storage.name(checksum)
+    if fname is not None:
+        _lock_file(tx, fname)  # held to COMMIT: a removal of the file waits, then sees this row
+        storage.put(data, fname)
     row = tx.execute(
         "INSERT INTO ir_attachment (name, mimetype, checksum, file_size, store_fname, db_datas,"
         " res_model, res_id, create_partner_id)"
@@ -199,10 +207,38 @@ def delete_pending(tx: Transaction, storage: Storage, attachment_id: int, partne
     ).fetchone()
     if row is None:
         raise NotFound("no such pending attachment of yours")
-    fname = row[0]
-    if fname and tx.execute("SELECT 1 FROM ir_attachment WHERE store_fname = %s LIMIT 1", (fname,)).fetchone() is None:
-        storage.discard(fname)
+    remove_files_after_commit(tx, storage, [row[0]] if row[0] else [])
     sendmany(tx, [(("res.partner", partner_id), DELETE_TYPE, {"id": attachment_id})])
+
+
+def message_files(tx: Transaction, message_id: int) -> list[str]:
+    """The stored files of a message's attachments, read before it is deleted
+    (its attachments go with it)."""
+    rows = tx.execute("SELECT store_fname FROM ir_attachment WHERE message_id = %s AND store_fname IS NOT NULL",
+                      (message_id,)).fetchall()
+    return [row[0] for row in rows]
+
+
+def remove_files_after_commit(tx: Transaction, storage: Storage, fnames: list[str]) -> None:
+    """Once ``tx`` has committed the deletion of rows that held ``fnames``,
+    remove each file no row refers to any more. Never before COMMIT: a
+    rollback would keep a row whose file is gone."""
+    if fnames:
+        tx.on_postcommit(lambda: _remove_unreferenced(tx.database, storage, sorted(set(fnames))))
+
+
+def _remove_unreferenced(database: Database, storage: Storage, fnames: list[str]) -> None:
+    for fname in fnames:
+        with database.transaction() as tx:
+            # An upload of the same bytes holds the lock until it commits:
+            # its row is then seen here, or it writes the file anew after.
+            _lock_file(tx, fname)
+            if tx.execute("SELECT 1 FROM ir_attachment WHERE store_fname = %s LIMIT 1", (fname,)).fetchone() is None:
+                storage.discard(fname)
+
+
+def _lock_file(tx: Transaction, fname: str) -> None:
+    tx.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (FILE_LOCK, fname))
 
 
 def _get(tx: Transaction, attachment_id: int) -> Optional[Attachment]:

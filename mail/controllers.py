@@ -250,7 +250,7 @@ class MailController:
             raise InvalidParams("an edit cannot change a message's attachments")
         with self.database.transaction() as tx:
             user = self._user(tx, session)
-            return messages.update_content(tx, message_id, user.partner_id, body,
+            return messages.update_content(tx, self.app.attachment_storage, message_id, user.partner_id, body,
                                            max_body_bytes=self.app.max_message_body, plain_text=plain_text)
 
     @route("/mail/message/add_reaction")

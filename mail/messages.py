@@ -145,7 +145,7 @@ def notify_channel(tx: Transaction, channel: Channel, notification_type: str, pa
     sendmany(tx, notifications)
 
 
-def update_content(tx: Transaction, message_id: int, partner_id: int, body: str,
+def update_content(tx: Transaction, storage: attachments.Storage, message_id: int, partner_id: int, body: str,
                    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, plain_text: bool = False) -> dict:
     """Edit a message its author wrote; an empty body deletes it, as
     Odoo 15's client deletes by sending an empty body. Returns the payload
@@ -166,7 +166,9 @@ def update_content(tx: Transaction, message_id: int, partner_id: int, body: str,
         except EmptyBody:
             clean = ""  # markup that shows nothing (Odoo's editor sends "<p><br></p>")
     if not clean:
-        tx.execute("DELETE FROM mail_message WHERE id = %s", (message_id,))
+        files = attachments.message_files(tx, message_id)
+        tx.execute("DELETE FROM mail_message WHERE id = %s", (message_id,))  # its attachments and reactions too
+        attachments.remove_files_after_commit(tx, storage, files)
         payload: dict = {"message_ids": [message_id]}
         notify_channel(tx, channel, MESSAGE_DELETE_TYPE, payload)
         return payload

@@ -91,6 +91,8 @@ CREATE TABLE IF NOT EXISTS ir_attachment (
     create_date timestamp without time zone NOT NULL DEFAULT (now() AT TIME ZONE 'UTC')
 );
 CREATE INDEX IF NOT EXISTS ir_attachment_message_idx ON ir_attachment (message_id);
+-- A stored file is removed once no row names it: that lookup.
+CREATE INDEX IF NOT EXISTS ir_attachment_store_fname_idx ON ir_attachment (store_fname) WHERE store_fname IS NOT NULL;
 CREATE TABLE IF NOT EXISTS mail_message_reaction (
     id serial PRIMARY KEY,
     message_id integer NOT NULL REFERENCES mail_message (id) ON DELETE CASCADE,

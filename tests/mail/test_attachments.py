@@ -1,10 +1,15 @@
 """Attachments over real HTTP and PostgreSQL: upload, post, download, delete."""
 
+import threading
+
+import psycopg2
 import pytest
 import requests
 
+from mail.attachments import FILE_LOCK
 from tests.mail.support import call, channel_id, login, ok, park, poll_as, query, refused
 from tests.raw_http import Connection, request
+from tests.support import wait_for
 
 PNG = bytes.fromhex("89504e470d0a1a0a0000000d4948445200000001000000010806000000"
                     "1f15c4890000000d49444154789c6360000002000154a24f5d0000000049454e44ae426082")
@@ -129,6 +134,56 @@ def test_folder_storage_names_files_by_checksum(make_mail_app, serve, database_u
     assert admin.get(f"{url}/web/content/{uploaded['id']}").content == b"secret data"
     ok(url, "/mail/attachment/delete", {"attachment_id": uploaded["id"]}, admin)
     assert not any(p.is_file() for p in tmp_path.rglob("*"))
+
+
+def stored_files(folder):
+    return sorted(p.name for p in folder.rglob("*") if p.is_file())
+
+
+def test_a_shared_file_stays_until_its_last_attachment_goes(make_mail_app, serve, database_url, tmp_path):
+    """Same bytes, one file: removing one attachment (pending, or with its
+    message) keeps the file for the others."""
+    url = serve(make_mail_app(attachment_dir=tmp_path)).url
+    admin, demo = login(url, "admin"), login(url, "demo")
+    general = channel_id(database_url, "general")
+    first = upload(url, admin, general, "a.txt", b"same bytes").json()
+    second = upload(url, demo, general, "b.txt", b"same bytes").json()
+    message = post(url, demo, general, [second["id"]], "here")["result"]
+    assert stored_files(tmp_path) == [first["checksum"]]
+    ok(url, "/mail/attachment/delete", {"attachment_id": first["id"]}, admin)
+    assert stored_files(tmp_path) == [first["checksum"]]
+    assert demo.get(f"{url}/web/content/{second['id']}").content == b"same bytes"
+    ok(url, "/mail/message/update_content", {"message_id": message["id"], "body": ""}, demo)
+    assert stored_files(tmp_path) == []
+    assert stored(database_url) == 0
+
+
+def test_a_file_being_uploaded_again_is_not_removed_under_it(make_mail_app, serve, database_url, tmp_path):
+    """An upload of the same bytes still in its transaction holds the file's
+    lock: the removal waits for it, then sees its row and keeps the file."""
+    url = serve(make_mail_app(attachment_dir=tmp_path)).url
+    admin = login(url, "admin")
+    general = channel_id(database_url, "general")
+    first = upload(url, admin, general, "a.txt", b"contended").json()
+    fname = query(database_url, "SELECT store_fname FROM ir_attachment WHERE id = %s", (first["id"],))[0][0]
+    uploader = psycopg2.connect(database_url)
+    try:
+        with uploader.cursor() as cr:  # what a concurrent upload does before its COMMIT
+            cr.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (FILE_LOCK, fname))
+            cr.execute("INSERT INTO ir_attachment (name, mimetype, checksum, file_size, store_fname, res_model,"
+                       " res_id) VALUES ('b.txt', 'text/plain', %s, 9, %s, 'mail.channel', %s)",
+                       (first["checksum"], fname, general))
+        deleting = threading.Thread(
+            target=lambda: ok(url, "/mail/attachment/delete", {"attachment_id": first["id"]}, admin))
+        deleting.start()
+        wait_for(lambda: query(database_url, "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'"
+                                             " AND NOT granted")[0][0] == 1, 10, "the removal waiting for the lock")
+        uploader.commit()
+        deleting.join(10)
+        assert not deleting.is_alive()
+    finally:
+        uploader.close()
+    assert stored_files(tmp_path) == [first["checksum"]]
 
 
 def test_path_traversal_name_is_only_a_name(url, admin, database_url):

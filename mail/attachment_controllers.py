@@ -145,15 +145,16 @@ class AttachmentController:
                 return Response("log in to download attachments", 403, content_type="text/plain")
             try:
                 attachment = attachments.readable(tx, int(match.group(1)), user.partner_id)
+                if image and not attachment.inline_image:
+                    return Response("not an image", 404, content_type="text/plain")
                 data = attachments.content(tx, self.app.attachment_storage, attachment)
             except errors.NotFound:
                 return Response("no such attachment", 404, content_type="text/plain")
-        if image and not attachment.inline_image:
-            return Response("not an image", 404, content_type="text/plain")
         download = request.args.get("download", "").lower() in ("1", "true")
         response = send_file(io.BytesIO(data), request.environ, mimetype=attachment.mimetype,
                              as_attachment=download or not attachment.inline_image,
                              download_name=attachment.name, etag=attachment.checksum, max_age=0)
+        response.headers["Cache-Control"] = "private, no-cache"  # a member's file, never a shared cache's
         response.headers["X-Content-Type-Options"] = "nosniff"
         response.headers["Content-Security-Policy"] = "default-src 'none'; sandbox"
         return response

@@ -76,9 +76,13 @@ class Storage:
             os.replace(out.name, path)
 
     def get(self, fname: str) -> bytes:
-        if self.folder is None:
-            raise NotFound("the attachment's file is not available")
-        return (self.folder / fname).read_bytes()
+        try:
+            if self.folder is None:
+                raise FileNotFoundError(fname)
+            return (self.folder / fname).read_bytes()
+        except FileNotFoundError:
+            # Configured without its folder, or the file was removed by hand.
+            raise NotFound("the attachment's file is not available") from None
 
     def discard(self, fname: str) -> None:
         if self.folder is not None:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Iterable, Optional
 
+from bus.channels import Target
 from bus.database import Database, Transaction, execute_prepared
 from bus.models import sendmany, sendone
 
@@ -202,6 +203,15 @@ def remove_member(tx: Transaction, channel_id: int, partner_id: int, member_id: 
         raise Forbidden("only the channel's owner may remove other members")
     _remove_member(tx, channel, member_id, now)
     return channel_infos(tx, [channel.id], partner_id, now)[0]
+
+
+def audience_targets(channel: Channel) -> list[Target]:
+    """Who follows a channel's messages: its members and, for a public
+    channel, the pages listening to its uuid (a public link)."""
+    targets: list[Target] = [("mail.channel", channel.id)]
+    if channel.is_public_channel:
+        targets.append(channel.uuid)
+    return targets
 
 
 def set_privacy(tx: Transaction, channel_id: int, partner_id: int, privacy: str, now: datetime) -> dict:

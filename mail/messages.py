@@ -10,12 +10,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Optional, Union
 
-from bus.channels import Target
 from bus.database import Transaction
 from bus.models import sendmany
 
 from . import attachments, users
-from .channels import Channel, format_datetime, member_channel
+from .channels import Channel, audience_targets, format_datetime, member_channel
 from .errors import Forbidden, InvalidInput, NotFound
 from .message_body import DEFAULT_MAX_BODY_BYTES, EmptyBody, preview, sanitize_body
 
@@ -111,9 +110,7 @@ def _notify_thread(tx: Transaction, channel: Channel, message: dict, member_ids:
     a public channel's uuid, and, for chats and groups, each member's own
     channel (their conversation list reorders on it)."""
     payload = {"id": channel.id, "message": message}
-    notifications: list[tuple[Target, str, dict]] = [(("mail.channel", channel.id), NEW_MESSAGE_TYPE, payload)]
-    if channel.is_public_channel:
-        notifications.append((channel.uuid, NEW_MESSAGE_TYPE, payload))
+    notifications = [(target, NEW_MESSAGE_TYPE, payload) for target in audience_targets(channel)]
     if channel.channel_type in ("chat", "group"):
         interest = {"id": channel.id, "last_interest_dt": last_interest_dt}
         notifications.extend((("res.partner", pid), LAST_INTEREST_TYPE, interest) for pid in member_ids)
@@ -139,10 +136,7 @@ def channel_message(tx: Transaction, message_id: int, partner_id: int) -> tuple[
 def notify_channel(tx: Transaction, channel: Channel, notification_type: str, payload: dict) -> None:
     """Tell whoever follows the channel's messages: its members and, for a
     public channel, those listening to its uuid."""
-    notifications: list[tuple[Target, str, dict]] = [(("mail.channel", channel.id), notification_type, payload)]
-    if channel.is_public_channel:
-        notifications.append((channel.uuid, notification_type, payload))
-    sendmany(tx, notifications)
+    sendmany(tx, [(target, notification_type, payload) for target in audience_targets(channel)])
 
 
 def update_content(tx: Transaction, storage: attachments.Storage, message_id: int, partner_id: int, body: str,

@@ -57,6 +57,8 @@ def test_member_uploads_posts_and_members_download(url, admin, demo, database_ur
     assert got.headers["Content-Type"].startswith("text/csv")
     assert got.headers["X-Content-Type-Options"] == "nosniff"
     assert got.headers["Content-Disposition"].startswith("attachment")
+    assert got.headers["Content-Security-Policy"] == "default-src 'none'; sandbox"
+    assert got.headers["Cache-Control"].startswith("private")
 
 
 def test_images_inline_html_never(url, admin, database_url):
@@ -138,6 +140,16 @@ def test_folder_storage_names_files_by_checksum(make_mail_app, serve, database_u
 
 def stored_files(folder):
     return sorted(p.name for p in folder.rglob("*") if p.is_file())
+
+
+def test_a_file_missing_from_the_folder_is_not_found(make_mail_app, serve, database_url, tmp_path):
+    url = serve(make_mail_app(attachment_dir=tmp_path)).url
+    admin = login(url, "admin")
+    uploaded = upload(url, admin, channel_id(database_url, "general"), "gone.txt", b"removed by hand").json()
+    for path in tmp_path.rglob("*"):
+        if path.is_file():
+            path.unlink()
+    assert admin.get(f"{url}/web/content/{uploaded['id']}").status_code == 404
 
 
 def test_a_shared_file_stays_until_its_last_attachment_goes(make_mail_app, serve, database_url, tmp_path):

@@ -1,7 +1,7 @@
 """Reactions: members only, one per partner and emoji, heard by the channel."""
 
-from tests.mail.support import call, channel_id, ok, park, partner_id, poll_as, query, refused
-from tests.mail.test_message_edit import last_bus_id, new_notes, post
+from tests.mail.support import call, channel_id, newest_bus_id, ok, park, partner_id, poll_as, query, refused
+from tests.mail.test_message_edit import new_notes, post
 from tests.support import INVALID_PARAMS, NOT_FOUND, SESSION_EXPIRED
 
 
@@ -29,9 +29,9 @@ def test_reactions_group_by_emoji_and_show_in_message_format(url, admin, demo, d
 def test_reacting_twice_keeps_one_and_removing_takes_only_ones_own(url, admin, demo, database_url):
     message = post(url, admin, channel_id(database_url, "general"), "hi")
     ok(url, "/mail/message/add_reaction", {"message_id": message["id"], "content": "👍"}, admin)
-    before = last_bus_id(database_url)
+    before = newest_bus_id(database_url)
     ok(url, "/mail/message/add_reaction", {"message_id": message["id"], "content": "👍"}, admin)
-    assert last_bus_id(database_url) == before
+    assert newest_bus_id(database_url) == before
     ok(url, "/mail/message/remove_reaction", {"message_id": message["id"], "content": "👍"}, demo)
     assert query(database_url, "SELECT count(*) FROM mail_message_reaction WHERE message_id = %s",
                  (message["id"],)) == [(1,)]
@@ -45,7 +45,7 @@ def test_a_public_channel_reaction_is_sent_on_the_uuid_too(url, admin, database_
     general = channel_id(database_url, "general")
     uuid = query(database_url, "SELECT uuid FROM mail_channel WHERE id = %s", (general,))[0][0]
     message = post(url, admin, general, "hi")
-    last = last_bus_id(database_url)
+    last = newest_bus_id(database_url)
     ok(url, "/mail/message/add_reaction", {"message_id": message["id"], "content": "❤️"}, admin)
     assert sorted(tuple(n["channel"]) for n in new_notes(database_url, last)) == sorted(
         [("mail.channel", general), (uuid,)])

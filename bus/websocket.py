@@ -56,6 +56,8 @@ TOO_BIG = 1009
 SERVER_ERROR = 1011
 TRY_AGAIN = 1013
 SESSION_EXPIRED = 4001
+#: Noted, never sent: the connection broke before a close frame could go.
+ABNORMAL = 1006
 
 #: Seconds a closing socket waits for its client's close frame.
 CLOSE_TIMEOUT = 1.0
@@ -356,8 +358,24 @@ class SocketSession:
                 return
             try:
                 self.sock.sendall(self.connection.send(event))
+                return
             except (OSError, LocalProtocolError):
-                self._client_closed.set()
+                pass
+        self._abandon()
+
+    def _abandon(self) -> None:
+        """The connection broke under a write: no close handshake is
+        possible, so the rounds end and the reader is woken to end too."""
+        with self._changed:
+            if self.closed_with is None:
+                self.closed_with = ABNORMAL
+            self._changed.notify_all()
+        self._client_closed.set()
+        self._interrupt_round()
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
 
 
 def _read_subscribe(text: str, max_channels: int, max_name: int) -> tuple[list[str], int, dict]:

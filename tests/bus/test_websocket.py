@@ -9,6 +9,9 @@ import pytest
 import requests
 
 from bus import sendone
+from bus.app import BusApp
+from bus.config import Settings
+from bus.jsonrpc import InvalidParams, SessionExpired
 from tests.support import ParkedPoll, poll, wait_for
 from tests.ws_client import WebSocketClient
 
@@ -276,3 +279,27 @@ def test_json_of_frames_is_the_poll_answer(app, http, client):
     frame = ws.receive()
     assert frame == poll(http.url, ["general"], frame[0]["id"] - 1)
     assert json.dumps(frame)
+
+
+class Guarded(BusApp):
+    """A poll hook that refuses callers, as an application's does."""
+
+    def subscriptions(self, request, names, last, options):
+        if request.cookies.get("session") == "expired":
+            raise SessionExpired("session expired: log in again")
+        if options.get("refuse"):
+            raise InvalidParams("'refuse' is not an option")
+        return super().subscriptions(request, names, last, options)
+
+
+@pytest.mark.parametrize("cookie, options, code", [("session=expired", {}, 4001), (None, {"refuse": 1}, 1008)])
+def test_the_poll_hooks_errors_close_the_socket(database_url, serve, cookie, options, code):
+    app = Guarded(Settings(database_url=database_url, timeout=5.0))
+    try:
+        http = serve(app)
+        ws = WebSocketClient(http.url, cookie=cookie)
+        ws.subscribe(["general"], 0, **options)
+        assert ws.close_code()[0] == code
+        ws.close()
+    finally:
+        app.close()

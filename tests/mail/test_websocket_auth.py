@@ -51,18 +51,24 @@ def test_an_anonymous_socket_cannot_hear_a_private_channel_a_member_does(mail_ap
     demo = login(url, "demo")
     member = WebSocketClient(url, cookie=cookie_of(demo))
     stranger = WebSocketClient(url)
+    # Another site's page, in the member's browser: its cookie goes along,
+    # but the socket is opened as a cross-origin poll is read, without it.
+    elsewhere = WebSocketClient(url, origin="https://widget.example", cookie=cookie_of(demo))
+    sockets = [member, stranger, elsewhere]
     try:
         last = newest_id(database_url)
         # The stranger names the private channel's uuid: naming it is not enough.
         stranger.subscribe([team["uuid"]], last)
         member.subscribe([], last)
-        wait_for(lambda: mail_app.dispatcher.waiter_count >= 2, 10, "both sockets waiting")
+        elsewhere.subscribe([], last)
+        wait_for(lambda: mail_app.dispatcher.waiter_count >= 3, 10, "the sockets waiting")
         message = post(url, admin, team["id"], "for the team only")
         assert message["id"] in posted_ids(heard_until_marker(mail_app, member))
         assert posted_ids(heard_until_marker(mail_app, stranger)) == []
+        assert posted_ids(heard_until_marker(mail_app, elsewhere)) == []
     finally:
-        member.close()
-        stranger.close()
+        for ws in sockets:
+            ws.close()
 
 
 def test_after_logging_out_a_socket_hears_the_end_of_its_session_and_then_no_private_channel(

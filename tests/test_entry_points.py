@@ -307,7 +307,7 @@ def test_workers_stop_when_their_supervisor_is_killed(start, database_url):
 
 
 SOCKET_ENTRY_POINTS = ["python -m bus", "python -m bus (threaded)", "python -m mail.demo",
-                       "python -m mail.demo (threaded)"]
+                       "python -m mail.demo (threaded)", "gunicorn"]
 
 
 @pytest.mark.slow

@@ -59,6 +59,9 @@ SESSION_EXPIRED = 4001
 #: Noted, never sent: the connection broke before a close frame could go.
 ABNORMAL = 1006
 
+#: Set in the environ of a socket's handshake request, which every round
+#: of the socket passes to the poll hook: see :func:`is_socket`.
+SOCKET = "imbus.websocket"
 #: Seconds a closing socket waits for its client's close frame.
 CLOSE_TIMEOUT = 1.0
 _RECV_SIZE = 65536
@@ -111,6 +114,15 @@ def _is_key(key: str) -> bool:
         return False
 
 
+def is_socket(request: Request) -> bool:
+    """Whether the poll hook is running a WebSocket's round. A long-poll
+    made with a session that ended goes on as an anonymous caller's (as
+    Odoo 15's does), but a socket's handshake holds its cookie for good: a
+    hook raises ``SessionExpired`` there instead (close code 4001), as
+    Odoo 16's bus does, and the client logs in again."""
+    return SOCKET in request.environ
+
+
 class Sockets:
     """The process's open WebSockets, so that a shutdown can close them."""
 
@@ -144,6 +156,7 @@ def serve(app: BusApp, request: Request, accept: bytes) -> Callable[[dict, Calla
         if take_over is None:
             return Response("this server cannot hand a connection over", status=501)(environ, start_response)
         sock, pending = take_over()
+        request.environ[SOCKET] = True
         session = SocketSession(app, request, sock)
         try:
             sock.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"

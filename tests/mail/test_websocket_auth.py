@@ -1,9 +1,10 @@
 """Who hears what over /websocket on the chat: the same session cookie and
 the same poll hook as a long-poll, so the same answers."""
 import pytest
+import requests
 
 from bus import sendone
-from tests.mail.support import channel_id, login, ok, query
+from tests.mail.support import login, ok, poll_as, query
 from tests.support import wait_for
 from tests.ws_client import WebSocketClient
 
@@ -71,8 +72,7 @@ def test_an_anonymous_socket_cannot_hear_a_private_channel_a_member_does(mail_ap
             ws.close()
 
 
-def test_after_logging_out_a_socket_hears_the_end_of_its_session_and_then_no_private_channel(
-        mail_app, url, admin, team, database_url):
+def test_logging_out_tells_the_socket_then_closes_it_with_4001(mail_app, url, database_url):
     demo = login(url, "demo")
     ws = WebSocketClient(url, cookie=cookie_of(demo))
     try:
@@ -82,7 +82,22 @@ def test_after_logging_out_a_socket_hears_the_end_of_its_session_and_then_no_pri
         heard = []
         while not any(n["message"]["type"] == SESSION_ENDED for n in heard):
             heard += ws.receive(10)
-        after = post(url, admin, channel_id(database_url, "team"), "after the logout")
-        assert after["id"] not in posted_ids(heard + heard_until_marker(mail_app, ws))
+        assert heard[-1]["message"]["type"] == SESSION_ENDED  # the end of its frame, and the last one
+        assert ws.close_code(10) == (4001, "session expired: log in again")
+    finally:
+        ws.close()
+
+
+def test_a_socket_opened_with_an_ended_session_closes_with_4001_where_a_poll_goes_on_anonymous(url, database_url):
+    demo = login(url, "demo")
+    stale = cookie_of(demo)
+    ok(url, "/web/session/destroy", {}, demo)
+    copy = requests.Session()
+    copy.cookies.set("session_id", stale.split("=", 1)[1])
+    assert poll_as(url, copy, newest_id(database_url), peek=True) == []
+    ws = WebSocketClient(url, cookie=stale)
+    try:
+        ws.subscribe([], 0)
+        assert ws.close_code(10)[0] == 4001
     finally:
         ws.close()

@@ -405,4 +405,8 @@ def _read_subscribe(text: str, max_channels: int, max_name: int) -> tuple[list[s
             or not isinstance(data.get("options", {}), dict)):
         raise _Malformed("a subscribe's data holds channels (a list), last (an integer) and perhaps options "
                          "(an object)")
-    return controllers.poll_params(data, max_channels, max_name)
+    channels, last, options = controllers.poll_params(data, max_channels, max_name)
+    if options.get("peek"):
+        # A peek answers without waiting: round after round, a socket would spin.
+        raise InvalidParams("'peek' is for a single poll: a socket's rounds wait for news")
+    return channels, last, options

@@ -189,9 +189,9 @@ def test_a_binary_frame_closes_with_1003(client):
 def test_invalid_parameters_close_with_1008(make_app, serve):
     http = serve(make_app(max_poll_channels=2))
     for channels, last, why in [(["a", "b", "c"], 0, "at most 2 channels"), (["a"], -1, "negative"),
-                                ([["a", 1]], 0, "string channels")]:
+                                ([["a", 1]], 0, "string channels"), (["a"], 0, "peek")]:
         ws = WebSocketClient(http.url)
-        ws.subscribe(channels, last)
+        ws.subscribe(channels, last, **({"peek": True} if why == "peek" else {}))
         assert ws.close_code() == (1008, ws.closed.reason) and why in ws.closed.reason
         ws.close()
 

@@ -166,6 +166,29 @@ def test_a_resubscribe_takes_effect_at_once_while_the_round_is_parked(make_app, 
         ws.close()
 
 
+def test_a_resubscribe_ends_only_its_own_round(make_app, serve):
+    """The interrupt releases the event the round waits on, which the other
+    polls of its channels share: they wake, find nothing and park again."""
+    app = make_app(timeout=60)
+    http = serve(app)
+    ws, neighbour = WebSocketClient(http.url), WebSocketClient(http.url)
+    try:
+        parked = ParkedPoll(http.url, ["old"], 0)
+        ws.subscribe(["old"], 0)
+        neighbour.subscribe(["old"], 0)
+        wait_parked(app, 3)
+        ws.subscribe(["new"], newest_id(app))
+        wait_for(lambda: any('"new"' in channel for channel in app.dispatcher.hub.channels()), 10,
+                 "the round on the new channel")
+        assert app.dispatcher.waiter_count == 3 and not parked.done.is_set()
+        post(app, "old", {"n": 1})
+        assert parked.result(10)[0]["message"]["payload"] == {"n": 1}
+        assert neighbour.receive(10)[0]["message"]["payload"] == {"n": 1}
+    finally:
+        ws.close()
+        neighbour.close()
+
+
 @pytest.mark.parametrize("frame, reason", [
     ("not json", "JSON"),
     ('{"event_name": "unsubscribe", "data": {}}', "subscribe"),

@@ -16,6 +16,7 @@ setup(
         "psycogreen>=1.0.2",
         "itsdangerous>=2.1",
         "nh3>=0.2.14",
+        "wsproto>=1.2",
     ],
     extras_require={
         "test": ["pytest>=7", "requests>=2.28", "PyYAML>=6", "playwright>=1.40", "gunicorn>=21"],

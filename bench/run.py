@@ -24,7 +24,7 @@ from typing import Callable
 
 from bus.embedded_postgres import find_bindir
 
-from . import db_load, fanout, latency, mail_throughput, scaleout, workers, write_throughput
+from . import db_load, fanout, latency, mail_throughput, scaleout, workers, write_throughput, ws_fanout
 from .report import Section
 
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
@@ -72,6 +72,7 @@ def benchmarks(quick: bool) -> list[tuple[str, Callable[[], Section]]]:
     suite = [
         ("Write throughput", lambda: write_throughput.measure(quick=quick)),
         ("Fan-out and memory", lambda: fanout.measure(quick=quick)),
+        ("WebSocket fan-out", lambda: ws_fanout.measure(quick=quick)),
         ("Workers on one port", lambda: workers.measure(quick=quick)),
         ("The chat at bus speed", lambda: mail_throughput.measure(quick=quick)),
         ("Latency", lambda: latency.measure(quick=quick)),

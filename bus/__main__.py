@@ -22,7 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(prog="python -m bus", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
-    serve = commands.add_parser("serve", help="serve /longpolling/* over HTTP")
+    serve = commands.add_parser("serve", help="serve /longpolling/* and /websocket over HTTP")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=DEFAULT_PORT)
     serve.add_argument("--db-url", default=None, help="default: $DATABASE_URL")
@@ -36,6 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--cors-origins", default="*",
                        help="origins whose pages may poll from another site: * (any, the default, as Odoo), "
                             "a comma-separated list of exact origins (scheme://host[:port]), or '' for none")
+    serve.add_argument("--no-websocket", dest="websocket", action="store_false",
+                       help="do not serve /websocket (it answers 404): clients long-poll")
     serve.add_argument("--odoo-mode", action="store_true",
                        help="behave like Odoo 15 (no gap hold-back, one query per woken poller); for comparisons")
     deadlines.add_options(serve)
@@ -98,7 +100,7 @@ def _serve(args: argparse.Namespace, db_url: str) -> None:
     from .app import create_app
     from .server import serve_gevent, serve_threaded
 
-    options = {"timeout": args.poll_timeout, "cors_origins": args.cors_origins}
+    options = {"timeout": args.poll_timeout, "cors_origins": args.cors_origins, "websocket": args.websocket}
     if args.odoo_mode:
         options.update(hold_back_gaps=False, shared_reads=False)
     app = create_app(db_url, **options)

@@ -25,7 +25,9 @@ from .config import Settings, require_database_url
 from .cors import CORSPolicy
 from .database import Database, retry_until
 from .dispatcher import Dispatcher
+from .hub import Interrupt
 from .jsonrpc import ServiceUnavailable, error_response, serve_call
+from .websocket import Sockets
 
 #: A route's view: a request in, a WSGI application (the answer) out.
 View = Callable[[Request], Callable[[dict, Callable], Iterable[bytes]]]
@@ -64,6 +66,8 @@ class BusApp:
         self._fixed: dict[tuple[str, str], View] = {}
         #: Set by :meth:`drain`: the process is shutting down.
         self.closing = False
+        #: The open WebSockets, closed by :meth:`drain`.
+        self.sockets = Sockets()
         controllers.register(self)
 
     def at_start(self, work: Callable[[], T]) -> T:
@@ -134,13 +138,17 @@ class BusApp:
         ``position``."""
         return [*names, BROADCAST]
 
-    def poll(self, request: Request, names: list[str], last: int, options: dict) -> Sequence[bytes]:
+    def poll(self, request: Request, names: list[str], last: int, options: dict, *,
+             interrupt: Optional[Interrupt] = None) -> Sequence[bytes]:
         """Wait for and return the notifications a poll should receive, each
-        an encoded JSON entry ``{"id":N,"message":...}``."""
+        an encoded JSON entry ``{"id":N,"message":...}``. A long-poll and
+        every round of a WebSocket come here; a WebSocket passes an
+        ``interrupt`` that ends the wait when its client resubscribes."""
         dbname = self.dbname
         targets = self.subscriptions(request, names, last, options)
         entries = self.dispatcher.poll({channel_with_db(dbname, target) for target in targets},
-                                       last, self.settings.timeout, peek=bool(options.get("peek")))
+                                       last, self.settings.timeout, peek=bool(options.get("peek")),
+                                       interrupt=interrupt)
         if self._resubscribe_prefixes:
             entries = cut_after_types(entries, self._resubscribe_prefixes)
         return entries
@@ -174,8 +182,11 @@ class BusApp:
         JSON-RPC 503 and ``Connection: close``, so that a client re-polling
         on a kept-alive connection learns to retry elsewhere instead of
         meeting a half-closed server. Requests in flight finish normally;
-        the server then waits for their answers before it closes."""
+        the server then waits for their answers before it closes. Open
+        WebSockets are closed with 1001 (going away): their clients
+        reconnect elsewhere and resubscribe from their ``last``."""
         self.closing = True
+        self.sockets.close_all()
         self.dispatcher.stop()
 
     def close(self) -> None:

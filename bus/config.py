@@ -61,6 +61,12 @@ class Settings:
     cors_origins: Union[str, Iterable[str]] = "*"
     #: Seconds start-up waits for a database that is full or not up yet.
     startup_timeout: float = 30.0
+    #: Serve ``/websocket`` (see ``bus.websocket``); off, it is a 404 and
+    #: clients long-poll.
+    websocket: bool = True
+    #: Seconds of silence after which a WebSocket is pinged, and after which
+    #: an unanswered ping closes it.
+    websocket_ping: float = 30.0
 
     def __post_init__(self) -> None:
         if self.retention is None:

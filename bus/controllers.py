@@ -5,6 +5,7 @@ from typing import TYPE_CHECKING, Any
 
 from werkzeug.wrappers import Request, Response
 
+from . import websocket
 from .channels import array_parts
 from .jsonrpc import InvalidParams, RawJSON, param
 
@@ -26,17 +27,23 @@ def poll_channels(params: dict, max_channels: int, max_name: int) -> list[str]:
     return channels
 
 
+def poll_params(params: dict, max_channels: int, max_name: int) -> tuple[list[str], int, dict]:
+    """A poll's ``channels``, ``last`` and ``options``, as a long-poll and a
+    WebSocket's subscribe both name them."""
+    channels = poll_channels(params, max_channels, max_name)
+    last = param(params, "last", int, required=True)
+    if last < 0:
+        raise InvalidParams("'last' cannot be negative")
+    return channels, last, param(params, "options", dict, {})
+
+
 def register(app: BusApp) -> None:
     max_channels, max_name = app.settings.max_poll_channels, app.settings.max_channel_name
 
     # Cross-origin, as Odoo's: a livechat widget on another site polls.
     @app.json_route("/longpolling/poll", cors=True)
     def poll(request: Request, params: dict) -> Any:
-        channels = poll_channels(params, max_channels, max_name)
-        last = param(params, "last", int, required=True)
-        if last < 0:
-            raise InvalidParams("'last' cannot be negative")
-        options = param(params, "options", dict, {})
+        channels, last, options = poll_params(params, max_channels, max_name)
         # The poll may park for a minute: what it needs is read, so the
         # rest of the decoded request is released now (about 1 KiB each).
         params.clear()
@@ -47,3 +54,12 @@ def register(app: BusApp) -> None:
     def health(request: Request) -> Response:
         # Never cached, as Odoo's: a stored "pass" would vouch for a server gone since.
         return Response('{"status": "pass"}', mimetype="application/json", headers={"Cache-Control": "no-store"})
+
+    if app.settings.websocket:
+        @app.http_route("/websocket")
+        def socket(request: Request) -> Any:
+            try:
+                accept = websocket.accept_token(request, app.cors)
+            except websocket.HandshakeRefused as refusal:
+                return Response(refusal.message, status=refusal.status, headers=refusal.headers)
+            return websocket.serve(app, request, accept)

@@ -28,7 +28,7 @@ import psycopg2
 from . import models
 from .channels import NOTIFY_CHANNEL, OUTDATED_TYPE, Row, encode_entry, encode_message, parse_notify_payload
 from .database import DISCONNECT_ERRORS, CountingCursor, Database, DatabaseUnavailable
-from .hub import DEADLINE_TICK, Audience, Hub
+from .hub import DEADLINE_TICK, Audience, Hub, Interrupt
 from .watermark import Watermark
 from .window import Window
 
@@ -167,6 +167,7 @@ class Dispatcher:
         timeout: float,
         *,
         peek: bool = False,
+        interrupt: Optional[Interrupt] = None,
     ) -> Sequence[bytes]:
         """Answer a long-poll: the entries after ``last`` on ``channels``,
         waiting up to ``timeout`` seconds for some when there are none yet.
@@ -174,7 +175,8 @@ class Dispatcher:
         A poll that may wait joins its audience *before* the catch-up read,
         so a row that becomes final between the two wakes it instead of being
         missed. The entries returned may be shared with other polls: do not
-        modify them.
+        modify them. Setting ``interrupt`` makes a parked poll answer at once
+        with what it has (nothing).
         """
         if self._stopping:
             # Shutting down: nothing will wake this poll, and a dispatcher
@@ -201,6 +203,8 @@ class Dispatcher:
             event = hub.event(audience, tick)
             entries, last = self._catch_up(audience, last, timeout)
             while not entries and not peek and not self._stopping and time.monotonic() < deadline:
+                if interrupt is not None and not interrupt.park(hub, audience, tick, event):
+                    break
                 event.wait()
                 event = hub.event(audience, tick)
                 entries, last = self._catch_up(audience, last, timeout)

@@ -35,7 +35,9 @@ for other deadlines than the defaults. Next to pywsgi's own handler it:
 * formats the Date header once a second, not once an answer;
 * closes the connection of a request that a stopping server cuts off
   (its grace period ran out), where pywsgi would answer a plain-text 500;
-* formats no access-log line for a server that has no access log.
+* formats no access-log line for a server that has no access log;
+* hands the connection over to an application that asks for it
+  (``bus.takeover``: a WebSocket upgrade).
 """
 from __future__ import annotations
 
@@ -53,6 +55,7 @@ from gevent.ssl import SSLSocket
 from .deadlines import Clock, Timeouts, clock_of
 from .jsonrpc import GATHERED_WRITE
 from .request_head import RequestHead, read_head
+from .takeover import GeventTakeover
 
 try:  # what pywsgi writes its access log to when it has none
     from gevent.pywsgi import _NoopLog
@@ -81,10 +84,10 @@ _REFUSALS = {code: b"HTTP/1.1 %d %s\r\nConnection: close\r\nContent-Length: 0\r\
              for code, reason in ((400, b"Bad Request"), (431, b"Request Header Fields Too Large"))}
 
 
-class Handler(WSGIHandler):
+class Handler(GeventTakeover, WSGIHandler):
     """pywsgi's handler with :func:`read_head`, deadlines, connections closed
-    after a body left unread, gathered writes, and no access-log line built
-    for a server that has no access log."""
+    after a body left unread, gathered writes, connections handed over, and
+    no access-log line built for a server that has no access log."""
 
     # Set by pywsgi's WSGIHandler as it answers; declared for the type checker.
     provided_date: Optional[bytes]

@@ -44,6 +44,40 @@ class Audience:
         self.answer: Optional[tuple[int, int, Sequence[bytes]]] = None
 
 
+class Interrupt:
+    """Ends one poll early, at once, however long it was to wait: a
+    WebSocket's subscription replaced while its round is parked.
+
+    Setting it releases only the event its poll waits on, taken out of the
+    audience as a wake-up does: the other polls of that audience and tick
+    wake once, answer from memory and park again on a fresh event. A poll
+    given none pays nothing for the possibility.
+    """
+
+    __slots__ = ("_set", "_parked")
+
+    def __init__(self) -> None:
+        self._set = False
+        #: (hub, audience, tick, event) while its poll waits.
+        self._parked: Optional[tuple[Hub, Audience, int, threading.Event]] = None
+
+    def set(self) -> None:
+        self._set = True
+        parked = self._parked
+        if parked is not None:
+            parked[0].release(*parked[1:])
+
+    def is_set(self) -> bool:
+        return self._set
+
+    def park(self, hub: Hub, audience: Audience, tick: int, event: threading.Event) -> bool:
+        """Note the event its poll is about to wait on; False when it is set
+        already. Noted before the flag is read, so a :meth:`set` in between
+        either is seen here or releases that event."""
+        self._parked = (hub, audience, tick, event)
+        return not self._set
+
+
 class Hub:
     """The process's parked polls, grouped by audience, and their clock."""
 
@@ -130,6 +164,14 @@ class Hub:
                 audience.events = {}
         for event in events:
             event.set()
+
+    def release(self, audience: Audience, tick: int, event: threading.Event) -> None:
+        """Set ``event``, the one the polls of ``audience`` timing out at
+        ``tick`` wait on, and take it out so that they park again on a new one."""
+        with self._lock:
+            if audience.events.get(tick) is event:
+                del audience.events[tick]
+        event.set()
 
     def channels(self) -> list[str]:
         """Every channel some parked poll listens to."""

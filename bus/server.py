@@ -90,10 +90,10 @@ def serve_gevent(app: Callable, host: str, port: int, *, on_shutdown: Optional[C
 def serve_threaded(app: Callable, host: str, port: int, *, on_shutdown: Optional[Callable[[], None]] = None,
                    grace: float = GRACE) -> None:
     """Serve with Werkzeug's threaded development server."""
-    from werkzeug.serving import make_server
+    from .takeover import threaded_server
 
     tracked = _InFlight(app)
-    server = make_server(host, port, tracked, threaded=True)
+    server = threaded_server(host, port, tracked)
 
     stopping = threading.Lock()
 

@@ -17,7 +17,8 @@ from werkzeug.wrappers import Request, Response
 from bus.app import BusApp
 from bus.channels import Target
 from bus.config import Settings, require_database_url
-from bus.jsonrpc import InvalidParams, param
+from bus.jsonrpc import InvalidParams, SessionExpired, param
+from bus.websocket import is_socket
 
 from . import attachment_controllers, attachments, channels, controllers, presence, schema, users
 from .message_body import DEFAULT_MAX_BODY_BYTES
@@ -80,15 +81,19 @@ class MailApp(BusApp):
         """Never trusted from the client: the caller's own partner channel and
         the channels it belongs to, plus any named uuid of a *public*
         channel, kept in memory (:mod:`mail.subscriptions`). A poll also
-        refreshes the caller's presence."""
+        refreshes the caller's presence. A WebSocket whose session ended
+        (logged out) is told so, where a long-poll goes on as anonymous."""
         inactivity = param(options, "bus_inactivity", (int, float), 0)
         if not math.isfinite(inactivity) or inactivity < 0:
             raise InvalidParams("'bus_inactivity' is a number of milliseconds")
         # A name with a NUL character cannot be a uuid (nor be sent to PostgreSQL).
         names = [name for name in names if "\x00" not in name]
         self.presence_sweeper.start()
-        partner_id, targets = self.subscription_cache.targets(self.sessions.session(request), names, last)
+        session = self.sessions.session(request)
+        partner_id, targets = self.subscription_cache.targets(session, names, last)
         if partner_id is None:
+            if session is not None and is_socket(request):
+                raise SessionExpired("session expired: log in again")
             return targets
         try:
             self.presence.poll(partner_id, inactivity, self.clock())

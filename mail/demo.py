@@ -40,6 +40,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--cors-origins", default="*",
                         help="origins whose pages may poll from another site: * (any, the default, as Odoo), "
                              "a comma-separated list of exact origins (scheme://host[:port]), or '' for none")
+    parser.add_argument("--no-websocket", dest="websocket", action="store_false",
+                        help="do not serve /websocket (it answers 404): the page long-polls")
     parser.add_argument("--pg-port", type=int, default=DEFAULT_PG_PORT,
                         help=f"port of the private PostgreSQL when no database is given (default {DEFAULT_PG_PORT})")
     parser.add_argument("--workers", type=int, default=None,
@@ -128,7 +130,7 @@ def _serve(args: argparse.Namespace, db_url: str) -> int:
     from .app import create_app
     from .demo_data import DEMO_USERS, install_demo_data
 
-    settings: dict = {"cors_origins": args.cors_origins}
+    settings: dict = {"cors_origins": args.cors_origins, "websocket": args.websocket}
     if args.poll_timeout is not None:
         settings["timeout"] = args.poll_timeout
     if args.attachment_dir:

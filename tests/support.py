@@ -67,9 +67,9 @@ class HttpServer:
             self._server.start()
             self.port = listener.getsockname()[1]
         else:
-            from werkzeug.serving import make_server
+            from bus.takeover import threaded_server
 
-            self._server = make_server("127.0.0.1", 0, app, threaded=True)
+            self._server = threaded_server("127.0.0.1", 0, app)
             self.port = self._server.server_port
             self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
             self._thread.start()

@@ -24,6 +24,7 @@ import requests
 from bus import Database, sendone
 from tests.bus.test_servers import ServerProcess
 from tests.support import listener_pids, wait_for
+from tests.ws_client import WebSocketClient
 
 VENV_BIN = Path(sys.executable).parent
 REPO = Path(__file__).resolve().parents[1]
@@ -303,3 +304,47 @@ def test_workers_stop_when_their_supervisor_is_killed(start, database_url):
             return True
 
     wait_for(lambda: all(gone(pid) for pid in workers), 10, "the orphaned workers stopping")
+
+
+SOCKET_ENTRY_POINTS = ["python -m bus", "python -m bus (threaded)", "python -m mail.demo",
+                       "python -m mail.demo (threaded)", "gunicorn"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("entry_point", SOCKET_ENTRY_POINTS)
+def test_serves_websockets_and_closes_them_with_1001_on_sigterm(entry_point, start, database_url):
+    server = start(entry_point)
+    sockets = [WebSocketClient(server.url) for _ in range(20)]
+    try:
+        for ws in sockets:
+            ws.subscribe([], 0)
+        parked = ParkedPolls(server.url, 5, 0)
+        last = broadcast(database_url, "wake up")
+        assert all([e["message"]["payload"] for e in ws.receive(10)] == ["wake up"] for ws in sockets)
+        assert all(answer is not None and answer[0] == 200 for answer in parked.answers(10))
+        parked.close()
+        for ws in sockets:
+            ws.subscribe([], last)
+        status, took = server.terminate(10)
+        codes = [ws.close_code(5)[0] for ws in sockets]
+    finally:
+        for ws in sockets:
+            ws.close()
+    assert status == 0, server.log()
+    assert took < 5, f"stopped in {took:.1f}s"
+    assert codes == [1001] * len(sockets)
+
+
+@pytest.mark.parametrize("module", ["bus", "mail.demo"])
+def test_no_websocket_makes_the_route_a_404(module, database_url, tmp_path):
+    argv = [sys.executable, "-m", module, *(["serve"] if module == "bus" else []), "--db-url", database_url,
+            "--workers", "1", "--no-websocket"]
+    server = ServerProcess(module, database_url, tmp_path, argv=lambda port: [*argv, "--port", str(port)],
+                           start_timeout=60)
+    try:
+        response = requests.get(server.url + "/websocket", timeout=5, headers={
+            "Connection": "Upgrade", "Upgrade": "websocket", "Sec-WebSocket-Version": "13",
+            "Sec-WebSocket-Key": "MDEyMzQ1Njc4OWFiY2RlZg=="})
+        assert response.status_code == 404
+    finally:
+        assert server.terminate(10) == 0, server.log()

@@ -2,8 +2,9 @@
  * imbus chat: the demo client for the Discuss-style API.
  *
  * No build step and no framework, so the page can be served as is by
- * `python -m mail.demo`; the bus client (./bus/) runs the long-poll, one per
- * browser for all its tabs. Everything the page renders is built with DOM
+ * `python -m mail.demo`; the bus client (./bus/) listens to the bus (over a
+ * WebSocket, or by long-polling where the server has none), one connection
+ * per browser for all its tabs. Everything the page renders is built with DOM
  * nodes and textContent; the only HTML inserted verbatim is a message body,
  * which the server has already sanitised.
  */
@@ -801,10 +802,27 @@ function dispatch({ type, payload }) {
     if (handler) handler(payload || {});
 }
 
+const CONNECTION_TITLES = { online: "Connected", offline: "Reconnecting…", connecting: "Connecting…" };
+const TRANSPORT_NAMES = { websocket: "WebSocket", longpolling: "long-polling" };
+
 function setConnection(status) {
     const node = $("[data-testid=connection-status]");
     node.dataset.state = status;
-    node.title = { online: "Connected", offline: "Reconnecting…", connecting: "Connecting…" }[status];
+    titleConnection(node);
+}
+
+/** How the bus reaches the server, for whoever hovers the indicator. */
+function setTransport(kind) {
+    const node = $("[data-testid=connection-status]");
+    if (!TRANSPORT_NAMES[kind]) return;
+    node.dataset.transport = kind;
+    titleConnection(node);
+}
+
+function titleConnection(node) {
+    const title = CONNECTION_TITLES[node.dataset.state];
+    const via = TRANSPORT_NAMES[node.dataset.transport];
+    node.title = via && node.dataset.state !== "connecting" ? `${title} (${via})` : title;
 }
 
 /** What the bus client tells every tab, whichever tab polls. A handler that
@@ -829,6 +847,7 @@ function listenToBus() {
     bus.addEventListener("error", ({ detail }) => {
         if (detail.error.sessionExpired) sessionLost();
     });
+    bus.addEventListener("transport", ({ detail }) => setTransport(detail.transport));
 }
 
 // ----------------------------------------------------------------- session
@@ -915,6 +934,7 @@ async function startSession(uid) {
     renderHeader();
     renderMessages();
     setConnection(bus.connection === "offline" ? "offline" : "online");
+    setTransport(bus.transport);
     const early = state.early;
     state.early = null;
     for (const notification of early) dispatch(notification);

@@ -1,8 +1,8 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 
-import { createBusClient } from "../../mail/static/bus/index.js";
-import { ChannelHub, PollServer, VirtualTime } from "./support.mjs";
+import { createBusClient, socketUrl } from "../../mail/static/bus/index.js";
+import { ChannelHub, PollServer, SocketServer, VirtualTime } from "./support.mjs";
 
 function pageEvent(type, fields = {}) {
     return Object.assign(new Event(type), fields);
@@ -64,4 +64,54 @@ test("user activity on the page counts as activity for bus_inactivity", async ()
     await time.advance(0);
     assert.equal(server.polls[0].params.options.bus_inactivity, 3_000);
     client.stop();
+});
+
+/** Run `body` with `globalThis.WebSocket` as given, then put the real one back. */
+async function withWebSocket(value, body) {
+    const saved = Object.getOwnPropertyDescriptor(globalThis, "WebSocket");
+    Object.defineProperty(globalThis, "WebSocket", { value, configurable: true, writable: true });
+    try {
+        await body();
+    } finally {
+        if (saved) Object.defineProperty(globalThis, "WebSocket", saved);
+        else delete globalThis.WebSocket;
+    }
+}
+
+test("in a browser with WebSocket the client listens on /websocket of the page's own host, over TLS if the page is", async () => {
+    const time = new VirtualTime();
+    const polls = new PollServer(time);
+    const sockets = new SocketServer(time, polls);
+    const open = sockets.openerFor("a");
+    const page = Object.assign(new EventTarget(), { location: { protocol: "https:", host: "chat.example:8443" } });
+    await withWebSocket(function WebSocket(url) {
+        return open(url);
+    }, async () => {
+        const client = createBusClient({ window: page, rpc: polls.rpcFor("a"), openChannel: () => null,
+            timers: time.timers("a"), now: time.now });
+        client.start();
+        polls.send("x/one");
+        await time.advance(0);
+        assert.deepEqual(sockets.sockets.map((ws) => ws.url), ["wss://chat.example:8443/websocket"]);
+        assert.equal(client.transport, "websocket");
+        assert.equal(client.last, 1);
+        assert.equal(polls.polls.length, 0);
+        client.stop();
+    });
+    assert.equal(socketUrl({ protocol: "http:", host: "localhost:8069" }), "ws://localhost:8069/websocket");
+});
+
+test("without WebSocket the client long-polls", async () => {
+    const time = new VirtualTime();
+    const server = new PollServer(time);
+    const page = Object.assign(new EventTarget(), { location: { protocol: "http:", host: "localhost:8069" } });
+    await withWebSocket(undefined, async () => {
+        const client = createBusClient({ window: page, rpc: server.rpcFor("a"), openChannel: () => null,
+            timers: time.timers(), now: time.now });
+        client.start();
+        await time.advance(0);
+        assert.equal(client.transport, "longpolling");
+        assert.equal(server.inFlight, 1);
+        client.stop();
+    });
 });

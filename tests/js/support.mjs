@@ -1,7 +1,8 @@
 /**
  * The environment a bus client runs in, simulated for Node's test runner:
  * a virtual clock with timers, BroadcastChannels between simulated tabs,
- * and a long-polling server that parks polls and answers them.
+ * a long-polling server that parks polls and answers them, and a WebSocket
+ * endpoint that pushes the same notifications.
  *
  * Nothing here is the code under test: the tests drive the real modules
  * from mail/static/bus/ through the environment they are given.
@@ -124,6 +125,7 @@ export class PollServer {
         this.inFlight = 0;
         this.maxInFlight = 0;
         this.failWith = null; // () => Error, to make polls fail at once
+        this.listeners = new Set(); // called after each notification is committed
     }
 
     /** The `rpc` function one tab's client is given. */
@@ -154,6 +156,7 @@ export class PollServer {
         const id = this.log.length ? this.log[this.log.length - 1].id + 1 : 1;
         this.log.push({ id, message: { type, payload } });
         for (const poll of [...this.parked]) this._answer(poll);
+        for (const listener of this.listeners) listener();
         return id;
     }
 
@@ -194,6 +197,132 @@ export class PollServer {
         this.parked.delete(poll);
         if (poll.timer) this.time.timers("server").clearTimeout(poll.timer);
         this.inFlight -= 1;
+    }
+}
+
+const CONNECTING = 0;
+const OPEN = 1;
+const CLOSING = 2;
+const CLOSED = 3;
+
+/** The browser's WebSocket as a script sees it: `readyState`, `send`,
+ * `close`, and events that come later, on the tab's own timers. */
+class FakeWebSocket {
+    constructor(endpoint, url, tab) {
+        Object.assign(this, { endpoint, url, tab, readyState: CONNECTING, at: endpoint.time.now() });
+        this.onopen = this.onmessage = this.onclose = this.onerror = null;
+        this.subscriptions = []; // every subscribe frame received, parsed
+        this.cursor = null; // the server's `last` for it, once subscribed
+        this.closedBy = null; // {side, code, reason}
+    }
+
+    send(data) {
+        if (this.readyState === CONNECTING) throw new Error("InvalidStateError: still connecting");
+        if (this.readyState !== OPEN) return;
+        this.endpoint._receive(this, data);
+    }
+
+    close(code, reason = "") {
+        if (this.readyState >= CLOSING) return;
+        this._closed("client", code ?? 1005, reason);
+    }
+
+    _fire(type, event) {
+        this.endpoint.time.timers(this.tab).setTimeout(() => {
+            const handler = this[`on${type}`];
+            if (handler) handler(event);
+        }, 0);
+    }
+
+    _closed(side, code, reason) {
+        this.readyState = CLOSED;
+        this.closedBy = { side, code, reason };
+        this._fire("close", { code, reason, wasClean: code !== 1006 });
+    }
+}
+
+/**
+ * `/websocket`: sockets open (or, with `accepting` false, as a server with
+ * WebSockets off or a proxy that refuses the upgrade, close with 1006 before
+ * opening), take subscribe frames, and push the poll server's notifications
+ * after their cursor, as the bus's WebSocket does. A subscribe frame that is
+ * not one closes the socket with 1003.
+ */
+export class SocketServer {
+    constructor(time, polls) {
+        this.time = time;
+        this.polls = polls; // the PollServer whose notifications it pushes
+        this.sockets = [];
+        this.accepting = true;
+        polls.listeners.add(() => this._pushAll());
+    }
+
+    /** The `openSocket` function one tab's client is given. */
+    openerFor(tab) {
+        return (url) => {
+            const socket = new FakeWebSocket(this, url, tab);
+            this.sockets.push(socket);
+            this.time.timers("server").setTimeout(() => this._handshake(socket), 0);
+            return socket;
+        };
+    }
+
+    get open() {
+        return this.sockets.filter((socket) => socket.readyState === OPEN);
+    }
+
+    /** The server closes a socket (or all of them: a restart). */
+    close(socket, code, reason = "") {
+        if (socket.readyState !== OPEN) return;
+        socket._closed("server", code, reason);
+    }
+
+    closeAll(code, reason = "") {
+        for (const socket of this.open) this.close(socket, code, reason);
+    }
+
+    /** A text frame as it is, for frames the protocol does not allow. */
+    push(socket, data) {
+        if (socket.readyState === OPEN) socket._fire("message", { data });
+    }
+
+    _handshake(socket) {
+        if (socket.readyState !== CONNECTING) return;
+        if (!this.accepting) {
+            socket._closed("server", 1006, "");
+            return;
+        }
+        socket.readyState = OPEN;
+        socket._fire("open", {});
+    }
+
+    _receive(socket, data) {
+        let frame;
+        try {
+            frame = JSON.parse(data);
+        } catch {
+            frame = null;
+        }
+        const params = frame && frame.event_name === "subscribe" && frame.data;
+        if (!params || !Array.isArray(params.channels) || !Number.isSafeInteger(params.last) || params.last < 0) {
+            this.close(socket, 1003, "not a subscribe frame");
+            return;
+        }
+        socket.subscriptions.push(params);
+        socket.cursor = params.last;
+        this._push(socket);
+    }
+
+    _pushAll() {
+        for (const socket of this.open) this._push(socket);
+    }
+
+    _push(socket) {
+        if (socket.cursor === null) return;
+        const news = this.polls.log.filter((item) => item.id > socket.cursor);
+        if (!news.length) return;
+        socket.cursor = news.at(-1).id;
+        this.push(socket, JSON.stringify(news));
     }
 }
 

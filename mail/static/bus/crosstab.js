@@ -1,16 +1,17 @@
 /**
- * One poller per browser: the tabs of an origin elect a leader over a
- * BroadcastChannel, as Odoo 15's `crosstab_bus.js` does over localStorage.
- * Only the leader polls; it relays every answer to the other tabs, polls the
- * channels of all of them, and its heartbeat carries `last`, so a tab that
- * takes over goes on from where the leader was.
+ * One connection to the bus per browser: the tabs of an origin elect a
+ * leader over a BroadcastChannel, as Odoo 15's `crosstab_bus.js` does over
+ * localStorage. Only the leader polls (or holds the WebSocket); it relays
+ * every answer to the other tabs, listens to the channels of all of them,
+ * and its heartbeat carries `last`, so a tab that takes over goes on from
+ * where the leader was.
  *
  * Messages are `{type, from, term, ...}`:
  * - `claim`: a tab without a leader asks for the role. Tabs that claim within
  *   one election window (each claims again on hearing a claimant it did not
  *   know) compare ids, and the smallest, the oldest tab's, wins; a live
  *   leader answers with a heartbeat, which ends the claim.
- * - `heartbeat {last, connection}`: the leader, every `heartbeatMs`. A tab
+ * - `heartbeat {last, connection, transport}`: the leader, every `heartbeatMs`. A tab
  *   that hears none for `leaderTimeoutMs` (the leader's tab was closed,
  *   crashed or froze) starts an election.
  * - `hello {channels, activity}`: a follower's channels and last user
@@ -47,11 +48,11 @@ export class CrossTab {
      * @param {() => number} [env.random]
      * @param {object} tab what this tab contributes and how it reacts
      * @param {() => {channels: string[], activity: number}} tab.contribution
-     * @param {() => {last: number, connection: string}} tab.leaderState what the heartbeat carries
+     * @param {() => {last: number, connection: string, transport: string}} tab.leaderState what the heartbeat carries
      * @param {(isLeader: boolean) => void} tab.onRole
      * @param {() => void} tab.onPeersChanged the merged channels or activity may have changed (leader)
      * @param {(items: object[], last: number) => void} tab.onRelay notifications relayed by a leader
-     * @param {(state: {last: number, connection: string}) => void} tab.onLeaderState a heartbeat's content
+     * @param {(state: {last: number, connection: string, transport: string}) => void} tab.onLeaderState a heartbeat's content
      * @param {(name: string, detail: any) => void} tab.onLeaderEvent an event relayed by the leader
      */
     constructor({ openChannel, timers = globalThis, now = Date.now, random = Math.random, ...timing }, tab) {
@@ -123,7 +124,7 @@ export class CrossTab {
         if (this.isLeader) this._post("notifications", { items, last });
     }
 
-    /** Leader: relay an event (connection state, poll error) to the other tabs. */
+    /** Leader: relay an event (connection state, poll error, transport) to the other tabs. */
     publish(name, detail) {
         if (this.isLeader) this._post("event", { name, detail });
     }
@@ -217,7 +218,7 @@ export class CrossTab {
         }
         this.term = term;
         this._follow(message.from);
-        this.tab.onLeaderState({ last: Number(message.last) || 0, connection: message.connection });
+        this.tab.onLeaderState({ last: Number(message.last) || 0, connection: message.connection, transport: message.transport });
     }
 
     _onClaim(message) {
@@ -249,8 +250,8 @@ export class CrossTab {
     }
 
     _heartbeat() {
-        const { last, connection } = this.tab.leaderState();
-        this._post("heartbeat", { last, connection });
+        const { last, connection, transport } = this.tab.leaderState();
+        this._post("heartbeat", { last, connection, transport });
     }
 
     _hello() {

@@ -38,12 +38,16 @@ def browser():
 
 
 @pytest.fixture
-def chat_app(database_url):
-    """The demo chat (admin/admin, demo/demo, #general) on its own database."""
+def chat_app(request, database_url):
+    """The demo chat (admin/admin, demo/demo, #general) on its own database;
+    ``@pytest.mark.chat_options(websocket=False)`` and the like change its
+    settings."""
     from mail.app import create_app
     from mail.demo_data import install_demo_data
 
-    app = create_app(database_url, secret_key="e2e-tests", timeout=5.0)
+    marker = request.node.get_closest_marker("chat_options")
+    options = {"secret_key": "e2e-tests", "timeout": 5.0, **(marker.kwargs if marker else {})}
+    app = create_app(database_url, **options)
     try:
         install_demo_data(app.database)
         yield app
@@ -55,6 +59,18 @@ def chat_app(database_url):
 def chat_url(chat_app, serve) -> str:
     """The demo chat, served over HTTP."""
     return serve(chat_app).url
+
+
+@pytest.fixture
+def context(browser) -> Iterator:
+    """One browser profile (shared cookies and BroadcastChannels, as the tabs
+    of one person) whose pages must raise no JavaScript error."""
+    context = browser.new_context(viewport=VIEWPORT)
+    errors: list[str] = []
+    context.on("page", lambda page: page.on("pageerror", lambda exc: errors.append(f"{page.url}: {exc}")))
+    yield context
+    context.close()
+    assert not errors, "the page raised JavaScript errors:\n" + "\n".join(errors)
 
 
 @pytest.fixture

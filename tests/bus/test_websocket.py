@@ -228,16 +228,18 @@ def test_a_message_over_max_body_closes_with_1009(make_app, serve):
 
 
 def test_an_idle_socket_is_pinged_and_one_that_stops_answering_is_closed(make_app, serve):
-    app = make_app(websocket_ping=0.2)
+    # Short enough for a quick test, long enough that the client answering
+    # its pings never misses one on a loaded machine.
+    app = make_app(websocket_ping=1.5)
     http = serve(app)
     ws = WebSocketClient(http.url)
     ws.subscribe(["general"], 0)
-    wait_for(lambda: _pump(ws) >= 2, 10, "two pings answered")
+    wait_for(lambda: _pump(ws) >= 2, 20, "two pings answered")
     silent = socket.create_connection(("127.0.0.1", http.port), timeout=10)
     lines = "".join(f"{name}: {value}\r\n" for name, value in upgrade_headers().items())
     silent.sendall(f"GET /websocket HTTP/1.1\r\nHost: x\r\n{lines}\r\n".encode())
-    wait_for(lambda: _pump(ws) and len(app.sockets) == 2, 10, "the silent socket open")
-    wait_for(lambda: _pump(ws) and len(app.sockets) == 1, 10, "the silent socket dropped")
+    wait_for(lambda: _pump(ws) and len(app.sockets) == 2, 20, "the silent socket open")
+    wait_for(lambda: _pump(ws) and len(app.sockets) == 1, 20, "the silent socket dropped")
     # The one left is the one that answers its pings.
     post(app, "general", {"n": 1})
     assert [n["message"]["payload"] for n in ws.receive()] == [{"n": 1}]

@@ -155,6 +155,19 @@ def wait_for(predicate, timeout: float, what: str) -> None:
         time.sleep(0.02)
 
 
+def post(app, target, payload, kind: str = "test") -> None:
+    """One bus notification, written and committed as an application's would be."""
+    from bus import sendone
+
+    with app.database.transaction() as tx:
+        sendone(tx, target, kind, payload)
+
+
+def wait_parked(app, count: int = 1) -> None:
+    """Until ``count`` polls (or WebSocket rounds) wait in the app's dispatcher."""
+    wait_for(lambda: app.dispatcher.waiter_count >= count, 10, f"{count} parked poll(s)")
+
+
 class ParkedPoll:
     """A long-poll left waiting in the background, the way a browser tab
     keeps one open (a thread, or a greenlet when the suite runs under gevent)."""

@@ -7,12 +7,7 @@ from bus import sendone
 from bus.channels import array_parts
 from bus.dispatcher import Dispatcher
 from bus.hub import Hub
-from tests.support import INVALID_PARAMS, ParkedPoll, odoo_error, poll, rpc, wait_for
-
-
-def post(app, target, payload, kind="test"):
-    with app.database.transaction() as tx:
-        sendone(tx, target, kind, payload)
+from tests.support import INVALID_PARAMS, ParkedPoll, odoo_error, poll, post, rpc, wait_for, wait_parked
 
 
 def ids_of(app):
@@ -20,9 +15,6 @@ def ids_of(app):
         cr.execute("SELECT id FROM bus_bus ORDER BY id")
         return [r[0] for r in cr.fetchall()]
 
-
-def wait_parked(app, count=1):
-    wait_for(lambda: app.dispatcher.waiter_count >= count, 5, f"{count} parked poll(s)")
 
 
 def test_health_needs_no_session_and_is_never_cached(http):

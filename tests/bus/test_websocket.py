@@ -12,13 +12,8 @@ from bus.app import BusApp
 from bus.config import Settings
 from bus.embedded_postgres import EmbeddedPostgres
 from bus.jsonrpc import InvalidParams, SessionExpired
-from tests.support import ParkedPoll, create_database, poll, wait_for
+from tests.support import ParkedPoll, create_database, poll, post, wait_for, wait_parked
 from tests.ws_client import SocketClosed, WebSocketClient
-
-
-def post(app, target, payload, kind="test"):
-    with app.database.transaction() as tx:
-        sendone(tx, target, kind, payload)
 
 
 def newest_id(app):
@@ -26,9 +21,6 @@ def newest_id(app):
         cr.execute("SELECT coalesce(max(id), 0) FROM bus_bus")
         return cr.fetchone()[0]
 
-
-def wait_parked(app, count=1):
-    wait_for(lambda: app.dispatcher.waiter_count >= count, 10, f"{count} parked round(s)")
 
 
 @pytest.fixture

@@ -244,13 +244,20 @@ def _chat_run(url: str, chat: Chat, users: int, *, count: bool, duration: Option
         try:
             async def run() -> dict:
                 pollers = await _park(server.port, url, chat, users)
-                posters = await client.connect_many(server.port, POSTERS)
+                posters: list[client.HttpConnection] = []
                 try:
                     outcome: dict = {}
                     if count:
+                        posters = await client.connect_many(server.port, 1)
                         statements, reads, seconds = await _statements(server.port, url, chat, pollers, posters[0])
                         outcome.update(statements=statements, reads=reads, rounds_seconds=seconds)
                     if duration is not None:
+                        # Connected now: a keep-alive connection left idle for the
+                        # server's idle timeout (5 s) while the statements are
+                        # counted is closed by the server.
+                        for connection in posters:
+                            connection.transport.close()
+                        posters = await client.connect_many(server.port, POSTERS)
                         cpu = server.cpu_seconds()
                         with sampled(server.pid, seconds=duration + 60) as samples:
                             outcome.update(await _throughput(server.port, url, chat, pollers, posters, duration,

@@ -16,6 +16,9 @@ from .messages import MESSAGE_UPDATE_TYPE, channel_message, notify_channel, reac
 
 #: An emoji with its modifiers and joiners fits; a sentence does not.
 MAX_CONTENT_LENGTH = 16
+#: Distinct reactions one partner may leave on one message (Slack allows 23):
+#: every change sends all of a message's groups to the whole channel.
+MAX_PER_PARTNER = 20
 
 
 def _check_content(content: str) -> str:
@@ -29,6 +32,10 @@ def add_reaction(tx: Transaction, message_id: int, partner_id: int, content: str
     notifies nothing). Returns the message's reaction groups."""
     _check_content(content)
     channel, _ = channel_message(tx, message_id, partner_id)
+    mine = tx.execute("SELECT count(*) FROM mail_message_reaction WHERE message_id = %s AND partner_id = %s"
+                      " AND content <> %s", (message_id, partner_id, content)).fetchone()[0]
+    if mine >= MAX_PER_PARTNER:
+        raise InvalidInput(f"a message takes at most {MAX_PER_PARTNER} different reactions from one person")
     added = tx.execute(
         "INSERT INTO mail_message_reaction (message_id, partner_id, content) VALUES (%s, %s, %s)"
         " ON CONFLICT DO NOTHING RETURNING id",

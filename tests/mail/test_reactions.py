@@ -1,5 +1,6 @@
 """Reactions: members only, one per partner and emoji, heard by the channel."""
 
+from mail.reactions import MAX_PER_PARTNER
 from tests.mail.support import call, channel_id, newest_bus_id, ok, park, partner_id, poll_as, query, refused
 from tests.mail.test_message_edit import new_notes, post
 from tests.support import INVALID_PARAMS, NOT_FOUND, SESSION_EXPIRED
@@ -67,6 +68,20 @@ def test_a_reaction_is_one_emoji(url, admin, database_url):
     for content in ("", " ", "a whole sentence here", "x" * 17):
         refused(react(url, admin, message["id"], content), INVALID_PARAMS)
     refused(call(url, "/mail/message/add_reaction", {"message_id": message["id"]}, admin), INVALID_PARAMS)
+
+
+def test_one_person_leaves_at_most_twenty_different_reactions(url, admin, demo, database_url):
+    message = post(url, admin, channel_id(database_url, "general"), "react a lot")
+    emoji = [chr(0x1F600 + i) for i in range(MAX_PER_PARTNER + 1)]
+    for content in emoji[:MAX_PER_PARTNER]:
+        ok(url, "/mail/message/add_reaction", {"message_id": message["id"], "content": content}, admin)
+    refused(call(url, "/mail/message/add_reaction", {"message_id": message["id"], "content": emoji[-1]}, admin),
+            INVALID_PARAMS)
+    # Again one already there: still nothing changes, and no refusal.
+    ok(url, "/mail/message/add_reaction", {"message_id": message["id"], "content": emoji[0]}, admin)
+    # Another person has their own twenty.
+    ok(url, "/mail/message/add_reaction", {"message_id": message["id"], "content": emoji[-1]}, demo)
+    assert query(database_url, "SELECT count(*) FROM mail_message_reaction") == [(MAX_PER_PARTNER + 1,)]
 
 
 def test_a_deleted_message_takes_its_reactions(url, admin, database_url):

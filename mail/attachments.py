@@ -35,6 +35,11 @@ INLINE_IMAGE_TYPES = frozenset({"image/png", "image/jpeg", "image/gif", "image/w
 FALLBACK_TYPE = "application/octet-stream"
 _MIMETYPE = re.compile(r"[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]*/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]*")
 MAX_NAME = 255
+#: Uploads one person may have waiting to be posted, and how long one waits
+#: before the person's next upload removes it: an upload never posted would
+#: otherwise stay for ever.
+MAX_PENDING = 50
+PENDING_LIFETIME_HOURS = 24
 
 
 @dataclass(frozen=True)
@@ -121,6 +126,11 @@ def create_pending(tx: Transaction, storage: Storage, channel: Channel, uploader
                    mimetype: Optional[str], data: bytes) -> dict:
     """A new attachment of ``channel``, pending for its uploader. Returns
     what Odoo's upload route answers."""
+    _drop_stale_pending(tx, storage, uploader_id)
+    waiting = tx.execute("SELECT count(*) FROM ir_attachment WHERE create_partner_id = %s AND message_id IS NULL",
+                         (uploader_id,)).fetchone()[0]
+    if waiting >= MAX_PENDING:
+        raise InvalidInput(f"{MAX_PENDING} files are waiting to be posted already: post or remove some first")
     checksum = hashlib.sha1(data).hexdigest()
     fname = storage.name(checksum)
     if fname is not None:
@@ -137,6 +147,14 @@ def create_pending(tx: Transaction, storage: Storage, channel: Channel, uploader
     assert attachment is not None
     return {"id": attachment.id, "filename": attachment.name, "name": attachment.name,
             "mimetype": attachment.mimetype, "size": attachment.file_size, "checksum": attachment.checksum}
+
+
+def _drop_stale_pending(tx: Transaction, storage: Storage, uploader_id: int) -> None:
+    rows = tx.execute(
+        "DELETE FROM ir_attachment WHERE create_partner_id = %s AND message_id IS NULL"
+        " AND create_date < (now() AT TIME ZONE 'UTC') - make_interval(hours => %s) RETURNING store_fname",
+        (uploader_id, PENDING_LIFETIME_HOURS)).fetchall()
+    remove_files_after_commit(tx, storage, [row[0] for row in rows if row[0]])
 
 
 def check_pending(tx: Transaction, attachment_ids: list[int], channel: Channel, author_id: int) -> None:

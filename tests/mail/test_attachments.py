@@ -6,7 +6,7 @@ import psycopg2
 import pytest
 import requests
 
-from mail.attachments import FILE_LOCK
+from mail.attachments import FILE_LOCK, MAX_PENDING
 from tests.mail.support import call, channel_id, login, ok, park, poll_as, query, refused
 from tests.raw_http import Connection, request
 from tests.support import wait_for
@@ -140,6 +140,30 @@ def test_folder_storage_names_files_by_checksum(make_mail_app, serve, database_u
 
 def stored_files(folder):
     return sorted(p.name for p in folder.rglob("*") if p.is_file())
+
+
+def test_uploads_waiting_to_be_posted_are_bounded_and_expire(url, admin, database_url):
+    general = channel_id(database_url, "general")
+    first = None
+    for number in range(MAX_PENDING):
+        answer = upload(url, admin, general, f"{number}.txt", b"x%d" % number)
+        assert answer.status_code == 200, answer.text
+        first = first or answer.json()
+    refused_upload = upload(url, admin, general, "one too many.txt", b"y")
+    assert refused_upload.status_code == 400 and "waiting" in refused_upload.json()["error"]
+    post(url, admin, general, [first["id"]])  # posted: no longer waiting
+    assert upload(url, admin, general, "now it fits.txt", b"z").status_code == 200
+    # One never posted for a day goes with its uploader's next upload.
+    conn = psycopg2.connect(database_url)
+    try:
+        with conn, conn.cursor() as cr:  # commits on leaving
+            cr.execute("UPDATE ir_attachment SET create_date = create_date - interval '25 hours'"
+                       " WHERE message_id IS NULL")
+    finally:
+        conn.close()
+    assert upload(url, admin, general, "fresh.txt", b"w").status_code == 200
+    assert query(database_url, "SELECT count(*) FROM ir_attachment WHERE message_id IS NULL") == [(1,)]
+    assert stored(database_url) == 2
 
 
 def test_a_file_missing_from_the_folder_is_not_found(make_mail_app, serve, database_url, tmp_path):

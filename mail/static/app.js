@@ -12,6 +12,7 @@ import { RpcError, createBusClient, createRpc } from "./bus/index.js";
 import { attachmentList, pendingUploads, posted, refresh as refreshAttachments, setupComposer } from "./attachments.js";
 import { createMessageActions } from "./message_actions.js";
 import { NotificationLedger, notifyMessage, setUpBell } from "./notifications.js";
+import { $, h } from "./dom.js";
 import { firstUnreadId, unreadSeparator } from "./unread.js";
 
 const HISTORY_PAGE = 30;
@@ -46,25 +47,6 @@ const state = {
 const composerState = { channelId: null, announced: false, announcedAt: 0, idleTimer: null, sending: false };
 
 // ----------------------------------------------------------------- DOM kit
-
-const $ = (selector, root = document) => root.querySelector(selector);
-
-function h(tag, attributes = {}, ...children) {
-    const node = document.createElement(tag);
-    for (const [key, value] of Object.entries(attributes)) {
-        if (value === null || value === undefined || value === false) continue;
-        if (key === "class") node.className = value;
-        else if (key === "text") node.textContent = value;
-        else if (key === "dataset") Object.assign(node.dataset, value);
-        else if (key.startsWith("on")) node.addEventListener(key.slice(2), value);
-        else node.setAttribute(key, value === true ? "" : value);
-    }
-    for (const child of children.flat()) {
-        if (child === null || child === undefined || child === false) continue;
-        node.append(child instanceof Node ? child : document.createTextNode(String(child)));
-    }
-    return node;
-}
 
 function icon(path) {
     const svg = document.createElementNS("http://www.w3.org/2000/svg", "svg");
@@ -377,7 +359,7 @@ function renderMessages({ keep = "bottom" } = {}) {
     for (const message of entry.messages) {
         const date = parseServerDate(message.date);
         if (message.id === readFrom) {
-            nodes.push(unreadSeparator(h));
+            nodes.push(unreadSeparator());
             previous = null;
         }
         if (!previous || parseServerDate(previous.date).toDateString() !== date.toDateString()) {
@@ -427,7 +409,7 @@ function authorOf(message) {
 }
 
 const actions = createMessageActions({
-    rpc, attempt: (action) => attempt(action), h: (...args) => h(...args), state,
+    rpc, attempt, state,
     render: () => renderMessages({ keep: "position" }),
     membersOf: (channelId) => {
         const channel = state.channels.get(channelId);

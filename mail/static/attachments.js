@@ -3,6 +3,8 @@
 // shown on a message as a thumbnail (/web/image) or a download link
 // (/web/content). Only the image types the server shows inline get a preview.
 
+import { h } from "./dom.js";
+
 const INLINE_IMAGES = new Set(["image/png", "image/jpeg", "image/gif", "image/webp"]);
 
 /** Pending uploads of the composer: { key, name, progress, attachment, error }. */
@@ -10,16 +12,6 @@ const pending = [];
 let currentChannel = () => null;
 let report = () => {};
 let call = async () => {};
-
-function el(tag, attributes = {}, ...children) {
-    const node = document.createElement(tag);
-    for (const [name, value] of Object.entries(attributes)) {
-        if (name === "text") node.textContent = value;
-        else node.setAttribute(name, value);
-    }
-    node.append(...children);
-    return node;
-}
 
 /** Upload with XMLHttpRequest: fetch cannot report upload progress. */
 function send(channelId, file, entry) {
@@ -95,13 +87,13 @@ function render() {
     if (!list) return;
     const shown = pending.filter((entry) => entry.channelId === currentChannel());
     list.replaceChildren(...shown.map((entry) => {
-        const close = el("button", { type: "button", class: "chip-remove", "aria-label": `Remove ${entry.name}`,
+        const close = h("button", { type: "button", class: "chip-remove", "aria-label": `Remove ${entry.name}`,
             text: "×" });
         close.addEventListener("click", () => remove(entry));
         const state = entry.attachment ? "" : ` ${entry.progress}%`;
-        return el("span", { class: "attachment-chip" + (entry.attachment ? "" : " uploading"),
+        return h("span", { class: "attachment-chip" + (entry.attachment ? "" : " uploading"),
             "data-testid": "pending-attachment", "data-state": entry.attachment ? "uploaded" : "uploading" },
-        el("span", { text: entry.name + state }), close);
+        h("span", { text: entry.name + state }), close);
     }));
     list.hidden = shown.length === 0;
 }
@@ -154,15 +146,15 @@ export const refresh = render;
 export function attachmentList(message) {
     const files = Array.isArray(message.attachment_ids) ? message.attachment_ids : [];
     if (!files.length) return null;
-    return el("div", { class: "message-attachments", "data-testid": "message-attachments" }, ...files.map((file) => {
+    return h("div", { class: "message-attachments", "data-testid": "message-attachments" }, ...files.map((file) => {
         const download = `/web/content/${file.id}?download=true`;
         if (INLINE_IMAGES.has(file.mimetype)) {
-            const link = el("a", { href: `/web/content/${file.id}`, target: "_blank", rel: "noopener",
+            const link = h("a", { href: `/web/content/${file.id}`, target: "_blank", rel: "noopener",
                 class: "attachment-image", title: file.name },
-            el("img", { src: `/web/image/${file.id}`, alt: file.name, loading: "lazy", "data-testid": "attachment-image" }));
+            h("img", { src: `/web/image/${file.id}`, alt: file.name, loading: "lazy", "data-testid": "attachment-image" }));
             return link;
         }
-        return el("a", { href: download, class: "attachment-file", download: file.name,
+        return h("a", { href: download, class: "attachment-file", download: file.name,
             "data-testid": "attachment-link", text: file.name });
     }));
 }

@@ -6,15 +6,17 @@
  * mentioned and what is answered.
  */
 
+import { h } from "./dom.js";
+
 export const EMOJIS = ["👍", "❤️", "😂", "🎉", "😮", "😢", "🙏", "👀"];
 
 /**
- * @param {object} kit  {rpc, attempt, h, state, thread, render, membersOf}
+ * @param {object} kit  {rpc, attempt, state, render, membersOf}
  *   render() redraws the open thread; membersOf(channelId) lists the
  *   partners ({id, name}) who can be mentioned there.
  */
 export function createMessageActions(kit) {
-    const { rpc, attempt, h, state } = kit;
+    const { rpc, attempt, state } = kit;
     const composer = { replyTo: null, mentions: new Map(), suggestions: [] };
 
     function findMessage(messageId) {

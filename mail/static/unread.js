@@ -5,6 +5,8 @@
  * again.
  */
 
+import { h } from "./dom.js";
+
 /**
  * @param {{id: number, author_id: [number, string]|false}[]} messages the loaded history, oldest first
  * @param {number} seenId the member's `seen_message_id` when the channel was opened
@@ -17,8 +19,8 @@ export function firstUnreadId(messages, seenId, partnerId) {
     return first ? first.id : null;
 }
 
-/** @param {(tag: string, attributes?: object, ...children: any[]) => Element} h the page's element helper */
-export function unreadSeparator(h) {
+/** The line itself. */
+export function unreadSeparator() {
     return h("div", { class: "unread-separator", role: "separator", "data-testid": "unread-separator" },
         h("span", { text: "New messages" }));
 }

@@ -67,9 +67,6 @@ class Interrupt:
         if parked is not None:
             parked[0].release(*parked[1:])
 
-    def is_set(self) -> bool:
-        return self._set
-
     def park(self, hub: Hub, audience: Audience, tick: int, event: threading.Event) -> bool:
         """Note the event its poll is about to wait on; False when it is set
         already. Noted before the flag is read, so a :meth:`set` in between

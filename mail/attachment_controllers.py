@@ -63,11 +63,11 @@ class AttachmentController:
         ``is_pending``. Every upload here is pending until posted, whatever
         ``is_pending`` says: a file appears in a conversation only with a
         message."""
-        with self.database.transaction() as tx:
-            if self.mail._optional_user(tx, request) is None:
-                # Before the form is read: an anonymous client must not make
-                # the server spool megabytes only to be refused.
-                return json_answer({"error": "log in to upload files"}, 403, close=True)
+        if self.app.sessions.session(request) is None:
+            # Before the form is read: an anonymous client must not make the
+            # server spool megabytes only to be refused. The cookie's
+            # signature says so without the database; the user is read below.
+            return json_answer({"error": "log in to upload files"}, 403, close=True)
         limit = self.app.max_attachment_size + FORM_OVERHEAD
         declared = request.content_length
         if declared is not None and declared > limit:

@@ -131,7 +131,7 @@ class Entries(Sequence[bytes]):
     must not change in that range (the dispatcher's logs only grow).
     """
 
-    __slots__ = ("_items", "_start", "_stop", "_parts")
+    __slots__ = ("_items", "_start", "_stop", "_parts", "_cut")
 
     def __init__(self, items: Optional[list[bytes]] = None, parts: Optional[list[bytes | memoryview]] = None,
                  start: int = 0, stop: Optional[int] = None) -> None:
@@ -140,6 +140,8 @@ class Entries(Sequence[bytes]):
         self._start = start
         self._stop = len(items) if stop is None else stop
         self._parts = parts
+        #: (prefixes, how many entries cut_after_types keeps with them: None for all)
+        self._cut: Optional[tuple[tuple[bytes, ...], Optional[int]]] = None
 
     def __len__(self) -> int:
         return self._stop - self._start
@@ -202,9 +204,22 @@ def cut_after_types(entries: Sequence[bytes], prefixes: tuple[bytes, ...]) -> Se
     An entry is ``{"id":N,"message":{"type":...`` (see :func:`encode_entry`
     and :func:`encode_message`), so the type sits right after the first comma
     and a prefix test finds it without decoding anything.
+
+    Shared entries are scanned once, not once per poll that gets them: one
+    message woke 1,000 polls whose answers are the same object.
     """
+    if isinstance(entries, Entries):
+        known = entries._cut
+        if known is None or known[0] is not prefixes:
+            known = entries._cut = (prefixes, _cut_length(entries, prefixes))
+        return entries if known[1] is None else entries[:known[1]]
+    length = _cut_length(entries, prefixes)
+    return entries if length is None else entries[:length]
+
+
+def _cut_length(entries: Sequence[bytes], prefixes: tuple[bytes, ...]) -> Optional[int]:
+    """How many entries to keep, or None for all (no cycle through the memo)."""
     for index, entry in enumerate(entries):
-        comma = entry.index(b",")
-        if any(entry.startswith(prefix, comma) for prefix in prefixes):
-            return entries[:index + 1]
-    return entries
+        if entry.startswith(prefixes, entry.index(b",")):
+            return index + 1
+    return None

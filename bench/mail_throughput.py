@@ -308,10 +308,14 @@ def measure(*, quick: bool = True, durable: bool = True) -> Section:
                            "its own work and the waking of every poll included, on one core next to "
                            "PostgreSQL and the clients")
     if alone["posted"] and bus.rate:
-        table.notes.append(f"with no poll to wake, one server process posts at "
-                           f"{alone['posted'] / alone['written'] / bus.rate:.0%} of the bus-only rate: the "
-                           "posts are made by the process that wakes the polls, the bus's writers are processes "
-                           "of their own")
+        alone_rate = alone["posted"] / alone["written"]
+        table.notes.append(f"with no poll to wake, one server process posts at {alone_rate / bus.rate:.0%} of the "
+                           "bus-only rate: the posts are made by the process that wakes the polls, the bus's "
+                           "writers are processes of their own. That is the ceiling of the chat's ratio on this "
+                           "machine, whatever the polls cost")
+        table.notes.append(f"delivered to {USERS:,} logged-in polls: {delivered / alone_rate:.0%} of the post path "
+                           "alone (what the herd of woken polls leaves of it; reads wait while a herd comes back, "
+                           "bus/herd.py)")
     table.notes.append("each chat poll has a channel set of its own (its partner's channel), so the "
                        f"{USERS:,} polls form {USERS:,} audiences; the bus-only polls form one")
     section.tables.append(table)

@@ -28,6 +28,7 @@ import psycopg2
 from . import models
 from .channels import NOTIFY_CHANNEL, OUTDATED_TYPE, Row, encode_entry, encode_message, parse_notify_payload
 from .database import DISCONNECT_ERRORS, CountingCursor, Database, DatabaseUnavailable
+from .herd import HERD, HerdPacer
 from .hub import DEADLINE_TICK, Audience, Hub, Interrupt
 from .watermark import Watermark
 from .window import Window
@@ -78,6 +79,7 @@ class Dispatcher:
         hold_back_gaps: bool = True,
         shared_reads: bool = True,
         cache_size: int = CACHE_SIZE,
+        herd: int = HERD,
     ) -> None:
         self.database = database
         self.retention = retention
@@ -93,6 +95,8 @@ class Dispatcher:
         self.position = 0
         #: Where the polls wait: fed by this dispatcher, it never calls back.
         self.hub = Hub()
+        #: Holds reads back while a herd of woken polls comes back (bus/herd.py).
+        self.pacer = HerdPacer(lambda: self.hub.joins, herd=herd)
         self._lock = threading.Lock()  # guards starting, stopping and the pipe
         self._thread: Optional[threading.Thread] = None
         self._ready = threading.Event()
@@ -315,6 +319,10 @@ class Dispatcher:
         next_gc = time.monotonic()
         recheck = GAP_RECHECK
         self.listening = True
+        # While a herd holds the next read (bus/herd.py): until when, and the
+        # notifications announced meanwhile.
+        held_until: Optional[float] = None
+        deferred = 0
         while not self._stopping:
             now = time.monotonic()
             refresh = False
@@ -330,6 +338,8 @@ class Dispatcher:
                 wait = min(wait, recheck)
             if not self.listening:
                 wait = min(wait, BUSY_READ_INTERVAL)
+            if held_until is not None:
+                wait = min(wait, held_until - now)
             if not refresh:
                 # Notifications that came in with the answer to a read are
                 # already taken off the socket: do not sleep on them.
@@ -339,13 +349,21 @@ class Dispatcher:
                         return
                     if conn.fileno() in readable:
                         conn.poll()
-                refresh = self.watermark.blocked or bool(conn.notifies) or not self.listening
+                refresh = held_until is not None or self.watermark.blocked or bool(conn.notifies) \
+                    or not self.listening
             announced = len(conn.notifies)
             channels: list[str] = []
             if conn.notifies and not self.shared_reads:
                 for notification in conn.notifies:
                     channels.extend(parse_notify_payload(notification.payload))
             conn.notifies.clear()
+            if refresh and self.shared_reads:
+                now = time.monotonic()
+                hold = self.pacer.hold(now)
+                if hold > 0:
+                    held_until, deferred = now + hold, deferred + announced
+                    continue
+                held_until, announced, deferred = None, announced + deferred, 0
             if refresh:
                 was_blocked_at = self.watermark.position if self.watermark.blocked else None
                 rows = self._refresh(cr, channels)
@@ -398,7 +416,7 @@ class Dispatcher:
         if touched:
             # Once per refresh, however many reads it took: the hub is told
             # only which channels have news, never the rows.
-            self.hub.wake(touched)
+            self.pacer.woke(self.hub.wake(touched), time.monotonic())
         return found
 
     def _writers(self, cr: psycopg2.extensions.cursor) -> Optional[frozenset[int]]:

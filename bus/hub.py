@@ -85,6 +85,8 @@ class Hub:
         self._expiring: dict[int, set[Audience]] = {}
         self._anything_expiring = threading.Event()
         self._lock = threading.Lock()
+        #: Polls that ever joined an audience, for bus.herd to see a herd come back.
+        self.joins = 0
         self._clock: Optional[threading.Thread] = None
         self._stopping = False
 
@@ -118,6 +120,7 @@ class Hub:
                 for channel in channels:
                     self._listening.setdefault(channel, set()).add(audience)
             audience.size += 1
+            self.joins += 1
             return audience
 
     def event(self, audience: Audience, tick: int) -> threading.Event:
@@ -151,16 +154,20 @@ class Hub:
                 if not audiences:
                     del self._listening[channel]
 
-    def wake(self, channels: Iterable[str]) -> None:
-        """Wake every audience listening to one of ``channels``."""
+    def wake(self, channels: Iterable[str]) -> int:
+        """Wake every audience listening to one of ``channels``; returns how
+        many polls they hold."""
         with self._lock:
             woken = {a for c in channels for a in self._listening.get(c, ())}
             events: list[threading.Event] = []
+            polls = 0
             for audience in woken:
                 events.extend(audience.events.values())
                 audience.events = {}
+                polls += audience.size
         for event in events:
             event.set()
+        return polls
 
     def release(self, audience: Audience, tick: int, event: threading.Event) -> None:
         """Set ``event``, the one the polls of ``audience`` timing out at

@@ -8,7 +8,7 @@ import pytest
 
 from mail import presence
 from tests.mail.support import bus_notifications, call, channel_id, error_name, login, ok, partner_id, poll_as, query
-from tests.support import INVALID_PARAMS
+from tests.support import INVALID_PARAMS, wait_for
 
 T0 = datetime(2024, 1, 1, 12, 0, 0)
 
@@ -77,10 +77,11 @@ def test_coming_online_is_pushed_to_the_partners_channels(timed, clock, database
     clock.advance(seconds=3)
     poll_as(timed, demo, 0)
     assert query(database_url, "SELECT last_poll FROM bus_presence WHERE partner_id = %s", (marc,)) == written
+    # Stale, still online: written by the next flush of queued refreshes.
     clock.advance(seconds=3)
     poll_as(timed, demo, 0)
-    assert query(database_url, "SELECT last_poll FROM bus_presence WHERE partner_id = %s", (marc,)) == [
-        (T0 + timedelta(seconds=6),)]
+    wait_for(lambda: query(database_url, "SELECT last_poll FROM bus_presence WHERE partner_id = %s", (marc,))
+             == [(T0 + timedelta(seconds=6),)], 5, "the queued refresh written")
     assert len(pushes()) == 1
     # After a silence, the next poll announces the return.
     clock.advance(minutes=5)
@@ -168,11 +169,65 @@ def test_repeated_polls_of_a_fresh_partner_write_nothing(make_mail_app, serve, c
     for _ in range(5):
         assert app.presence.poll(marc, 0, clock()) is None
     assert app.database.statements.value == statements
-    # Stale again, or active again, and the row is written.
+    # Stale again, still online: the refresh waits for the next flush (the
+    # sweeper, which flushes every second, is stopped so that this one is it).
+    app.presence_sweeper.stop()
     clock.advance(seconds=3)
-    app.presence.poll(marc, 0, clock())
-    assert app.database.statements.value > statements
+    assert app.presence.poll(marc, 0, clock()) is None
+    assert app.database.statements.value == statements
+    assert query(database_url, row_version, (marc,)) == written
+    assert app.presence.flush() == {}
+    assert app.database.statements.value == statements + 1
     assert query(database_url, row_version, (marc,)) != written
+
+
+def test_queued_refreshes_are_one_statement_and_changes_are_written_at_once(mail_app, database_url):
+    tracker = presence.PresenceTracker(mail_app.database)
+    marc, jane = partner_id(database_url, "demo"), partner_id(database_url, "jane")
+    assert tracker.poll(marc, 0, T0) == "online"  # not seen lately: written and pushed in the poll
+    assert tracker.poll(jane, 0, T0) == "online"
+    later = T0 + timedelta(seconds=10)
+    statements = mail_app.database.statements.value
+    assert tracker.poll(marc, 0, later) is None
+    assert tracker.poll(jane, 0, later) is None
+    assert mail_app.database.statements.value == statements  # queued
+    assert tracker.flush() == {}
+    assert mail_app.database.statements.value == statements + 1
+    assert query(database_url, "SELECT last_poll FROM bus_presence WHERE partner_id = ANY(%s)",
+                 ([marc, jane],)) == [(later,), (later,)]
+    # Idle for 31 minutes (the tab reports it), then back: each a change,
+    # written and pushed by the poll itself.
+    away = T0 + timedelta(minutes=31)
+    assert tracker.poll(marc, 31 * 60 * 1000, away) == "away"
+    back = away + timedelta(seconds=6)
+    assert tracker.poll(marc, 0, back) == "online"
+    general = ("mail.channel", channel_id(database_url, "general"))
+    assert [status for channel, pid, status in im_status_pushes(database_url)
+            if pid == marc and channel == general] == ["online", "away", "online"]
+
+
+def test_a_flush_after_a_logout_does_not_bring_the_row_back(mail_app, database_url):
+    tracker = presence.PresenceTracker(mail_app.database)
+    marc = partner_id(database_url, "demo")
+    tracker.poll(marc, 0, T0)
+    tracker.poll(marc, 0, T0 + timedelta(seconds=10))  # queued
+    with mail_app.database.transaction() as tx:
+        presence.disconnect(tx, marc)  # another process's logout: this one was not told
+    assert tracker.flush() == {}
+    assert query(database_url, "SELECT count(*) FROM bus_presence WHERE partner_id = %s", (marc,)) == [(0,)]
+
+
+def test_a_queued_refresh_claims_a_change_pushed_meanwhile_once(mail_app, database_url):
+    tracker = presence.PresenceTracker(mail_app.database)
+    marc = partner_id(database_url, "demo")
+    tracker.poll(marc, 0, T0)
+    later = T0 + timedelta(seconds=20)
+    assert tracker.poll(marc, 0, later) is None  # queued
+    # Meanwhile the row reads as silent to another process's sweep.
+    with mail_app.database.transaction() as tx:
+        tx.execute("UPDATE bus_presence SET pushed_status = 'offline' WHERE partner_id = %s", (marc,))
+    assert tracker.flush() == {marc: "online"}
+    assert tracker.flush() == {}
 
 
 def test_a_fresh_row_costs_no_transaction_id(mail_app, database_url):

@@ -38,6 +38,7 @@ from bus.server import serve_gevent  # noqa: E402
 MODES = {
     "default": {},
     "no-holdback": {"hold_back_gaps": False},
+    "no-pacing": {"pace_herds": False},
     "odoo": {"hold_back_gaps": False, "shared_reads": False},
 }
 

@@ -5,7 +5,7 @@ server's SQL statements and its parked polls.
 The signing secret comes from ``$IMBUS_SECRET_KEY``, so that the benchmark
 can sign the cookies of a thousand users instead of logging each in.
 
-Stopped with SIGINT. Usage: python -m bench.mail_server --db-url URL --port P [--poll-timeout S]
+Stopped with SIGINT. Usage: python -m bench.mail_server --db-url URL --port P [--poll-timeout S] [--no-herd-pacing]
 """
 from __future__ import annotations
 
@@ -28,9 +28,10 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--db-url", required=True)
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--poll-timeout", type=float, default=600.0)
+    parser.add_argument("--no-herd-pacing", dest="pace_herds", action="store_false")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
-    app = create_app(args.db_url, timeout=args.poll_timeout)
+    app = create_app(args.db_url, timeout=args.poll_timeout, pace_herds=args.pace_herds)
     try:
         install_demo_data(app.database)
         add_stats_route(app)

@@ -11,7 +11,8 @@ polls, all in one run on one private cluster.
   thousand users in would measure password hashing), while 8 other members
   post to #general through ``/mail/message/post`` on the same gevent server (bench/mail_server.py), posts/s counted when every poll has
   them. The server does all of a post's work (session, membership,
-  sanitising, message rows, bus rows) next to waking the polls;
+  sanitising, message rows, bus rows) next to waking the polls; then the
+  same with herd pacing off (bus/herd.py), to show what it buys;
 * statements per post: posts one at a time, each once every poll has the
   previous one, read from the server's own statement counter
   (``/bench/stats``); each poll's presence is written first, so that the
@@ -97,9 +98,10 @@ def seed(url: str, users: int) -> Chat:
     return Chat(cookies[:users], cookies[users:], general, channel_with_db(dbname, ("mail.channel", general)))
 
 
-def start_chat(url: str) -> ServerProcess:
+def start_chat(url: str, *, pace_herds: bool = True) -> ServerProcess:
     port = free_port()
-    argv = [sys.executable, "-m", "bench.mail_server", "--db-url", url, "--port", str(port), "--poll-timeout", "600"]
+    argv = [sys.executable, "-m", "bench.mail_server", "--db-url", url, "--port", str(port), "--poll-timeout", "600",
+            *([] if pace_herds else ["--no-herd-pacing"])]
     return ServerProcess(argv, port, "chat (bench.mail_server)", env={SECRET_ENV: SECRET})
 
 
@@ -241,10 +243,10 @@ async def _throughput(port: int, url: str, chat: Chat, pollers: Pollers, posters
 
 
 def _chat_run(url: str, chat: Chat, users: int, *, count: bool, duration: Optional[float] = None,
-              catch_up: float = 30.0) -> dict:
+              catch_up: float = 30.0, pace_herds: bool = True) -> dict:
     """A chat server with ``users`` parked polls: statements per post if
     ``count``, then, with a ``duration``, the throughput (sampled by py-spy)."""
-    with start_chat(url) as server:
+    with start_chat(url, pace_herds=pace_herds) as server:
         loop = client.new_loop()
         try:
             async def run() -> dict:
@@ -289,6 +291,8 @@ def measure(*, quick: bool = True, durable: bool = True) -> Section:
         alone = _chat_run(url, chat, 0, count=False, duration=duration)
         many = _chat_run(url, chat, USERS, count=True, duration=duration, catch_up=30.0 if quick else 120.0)
         few = _chat_run(url, chat, FEW_USERS, count=True)
+        unpaced = _chat_run(url, chat, USERS, count=False, duration=duration, catch_up=30.0 if quick else 120.0,
+                            pace_herds=False)
     posts = many["posted"]
     delivered = posts / many["delivered"] if many["delivered"] else 0.0
     ratio = delivered / bus.rate if bus.rate else 0.0
@@ -308,6 +312,14 @@ def measure(*, quick: bool = True, durable: bool = True) -> Section:
     table.add(f"  ... delivered to all {USERS:,} logged-in users' polls", delivered, ratio,
               f"{many['stalled']} polls stalled; {len(many['errors'])} errors"
               + (f", e.g. {many['errors'][0]}" if many["errors"] else ""))
+    unpaced_rate = unpaced["posted"] / unpaced["delivered"] if unpaced["delivered"] else 0.0
+    table.add("  ... the same with herd pacing off (--no-herd-pacing), delivered", unpaced_rate,
+              unpaced_rate / bus.rate if bus.rate else 0.0,
+              f"{unpaced['posted']} posts; server CPU {unpaced['server_cpu']:.1f} s; {unpaced['stalled']} polls "
+              f"stalled; {len(unpaced['errors'])} errors")
+    if unpaced_rate:
+        table.notes.append(f"herd pacing delivers {delivered / unpaced_rate:.1f} x the posts it delivers off, "
+                           "in the same run")
     if posts:
         table.notes.append(f"chat: {many['server_cpu'] / posts * 1e3:,.2f} ms of server CPU per post, "
                            "its own work and the waking of every poll included, on one core next to "

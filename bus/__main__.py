@@ -38,6 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
                             "a comma-separated list of exact origins (scheme://host[:port]), or '' for none")
     serve.add_argument("--no-websocket", dest="websocket", action="store_false",
                        help="do not serve /websocket (it answers 404): clients long-poll")
+    serve.add_argument("--no-herd-pacing", dest="pace_herds", action="store_false",
+                       help="read new rows at once even while the polls the last read woke come back")
     serve.add_argument("--odoo-mode", action="store_true",
                        help="behave like Odoo 15 (no gap hold-back, one query per woken poller); for comparisons")
     deadlines.add_options(serve)
@@ -100,7 +102,8 @@ def _serve(args: argparse.Namespace, db_url: str) -> None:
     from .app import create_app
     from .server import serve_gevent, serve_threaded
 
-    options = {"timeout": args.poll_timeout, "cors_origins": args.cors_origins, "websocket": args.websocket}
+    options = {"timeout": args.poll_timeout, "cors_origins": args.cors_origins, "websocket": args.websocket,
+               "pace_herds": args.pace_herds}
     if args.odoo_mode:
         options.update(hold_back_gaps=False, shared_reads=False)
     app = create_app(db_url, **options)

@@ -25,6 +25,7 @@ from .config import Settings, require_database_url
 from .cors import CORSPolicy
 from .database import Database, retry_until
 from .dispatcher import Dispatcher
+from .herd import HERD
 from .hub import Interrupt
 from .jsonrpc import ServiceUnavailable, error_response, serve_call
 from .websocket import Sockets
@@ -58,6 +59,7 @@ class BusApp:
             gc_interval=cast(float, settings.gc_interval),
             hold_back_gaps=settings.hold_back_gaps,
             shared_reads=settings.shared_reads,
+            herd=HERD if settings.pace_herds else None,
         )
         self.dbname = self.at_start(lambda: self.database.dbname)
         self._resubscribe_prefixes = type_prefixes(self.resubscribe_types)

@@ -67,6 +67,10 @@ class Settings:
     #: Seconds of silence after which a WebSocket is pinged, and after which
     #: an unanswered ping closes it.
     websocket_ping: float = 30.0
+    #: Hold reads back while the polls the last read woke come back, when
+    #: many were woken and rows keep coming (see ``bus.herd``): more messages
+    #: delivered under a flood, for up to two herd rounds of latency.
+    pace_herds: bool = True
 
     def __post_init__(self) -> None:
         if self.retention is None:

@@ -79,7 +79,7 @@ class Dispatcher:
         hold_back_gaps: bool = True,
         shared_reads: bool = True,
         cache_size: int = CACHE_SIZE,
-        herd: int = HERD,
+        herd: Optional[int] = HERD,
     ) -> None:
         self.database = database
         self.retention = retention

@@ -27,6 +27,9 @@ from typing import Callable, Optional
 HERD = 256
 #: Share of a herd that must be parked again before it counts as back.
 SETTLED = 0.9
+#: The pause after a herd came back, as a share of the time that took: the
+#: herd then takes at most 1 / (1 + PAUSE) of the process.
+PAUSE = 1.0
 #: Longest a herd is waited for, and longest the pause after it: slow or
 #: vanished clients never hold delivery for more than twice this.
 SETTLE_MAX = 1.0
@@ -34,9 +37,11 @@ SETTLE_MAX = 1.0
 
 class HerdPacer:
     """The dispatcher's note of the last herd it woke; ``rejoins`` is a
-    callable returning the hub's running count of polls that joined."""
+    callable returning the hub's running count of polls that joined. With
+    ``herd`` None, reads are never held."""
 
-    def __init__(self, rejoins: Callable[[], int], *, herd: int = HERD, settle_max: float = SETTLE_MAX) -> None:
+    def __init__(self, rejoins: Callable[[], int], *, herd: Optional[int] = HERD,
+                 settle_max: float = SETTLE_MAX) -> None:
         self._rejoins = rejoins
         self.herd = herd
         self.settle_max = settle_max
@@ -49,7 +54,7 @@ class HerdPacer:
 
     def woke(self, polls: int, now: float) -> None:
         """A read woke ``polls`` polls at ``now``."""
-        if polls >= self.herd:
+        if self.herd is not None and polls >= self.herd:
             self._out, self._back, self._flooded = (now, polls, self._rejoins()), None, False
         else:
             self._out = self._back = None
@@ -70,7 +75,7 @@ class HerdPacer:
                 self._out = None  # nothing came while it was out: no pause
                 return 0.0
         back_at, took = self._back
-        remaining = back_at + min(took, self.settle_max) - now
+        remaining = back_at + min(took * PAUSE, self.settle_max) - now
         if remaining > 0:
             return remaining
         self._out = self._back = None

@@ -63,6 +63,13 @@ def test_a_later_small_wake_up_ends_the_pacing():
     assert pacer.hold(10.2) == 0.0
 
 
+def test_pacing_turned_off_never_holds_a_read(make_app):
+    assert make_app(pace_herds=False).dispatcher.pacer.herd is None
+    pacer = HerdPacer(Joins(), herd=None)
+    pacer.woke(1_000_000, now=10.0)
+    assert pacer.hold(10.001) == 0.0
+
+
 def _ids(answer):
     return [entry["id"] for entry in answer]
 

@@ -12,6 +12,11 @@ Several of these may serve one port, as ``--workers N`` runs the bus
 can also answer ``/bench/stats``, and nothing else, on a port of its own
 (``--stats-port``): a benchmark reads every worker's counters there.
 
+Idle keep-alive connections are kept for 10 minutes, not the 5 s of
+``python -m bus serve``: between rounds a benchmark's clients wait while it
+counts and settles, which on a loaded 2-core machine takes longer than 5 s,
+where a real client re-polls at once.
+
 Stopped with SIGTERM: parked polls are answered and the app closes its
 connections. Usage: python -m bench.app_server --db-url URL --port P [--mode M] [--poll-timeout S]
 [--reuse-port] [--stats-port P]
@@ -33,7 +38,11 @@ from gevent.pywsgi import WSGIServer  # noqa: E402
 from werkzeug.wrappers import Request, Response  # noqa: E402
 
 from bus.app import BusApp, create_app  # noqa: E402
+from bus.deadlines import Timeouts  # noqa: E402
 from bus.server import serve_gevent  # noqa: E402
+
+#: The deadlines of a benchmark's clients (see the module docstring).
+BENCH_TIMEOUTS = Timeouts(idle=600.0)
 
 MODES = {
     "default": {},
@@ -93,7 +102,8 @@ def main(argv: list[str]) -> None:
         add_stats_route(app)
         if args.stats_port is not None:
             serve_stats(app, args.stats_port)
-        serve_gevent(app, "127.0.0.1", args.port, on_shutdown=app.drain, reuse_port=args.reuse_port)
+        serve_gevent(app, "127.0.0.1", args.port, on_shutdown=app.drain, reuse_port=args.reuse_port,
+                     timeouts=BENCH_TIMEOUTS)
     finally:
         app.close()
 

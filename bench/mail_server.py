@@ -2,6 +2,7 @@
 ``/bench/stats`` route of bench/app_server.py, so a benchmark can count the
 server's SQL statements and its parked polls.
 
+Idle keep-alive connections are kept as bench/app_server.py keeps them.
 The signing secret comes from ``$IMBUS_SECRET_KEY``, so that the benchmark
 can sign the cookies of a thousand users instead of logging each in.
 
@@ -17,7 +18,7 @@ import argparse  # noqa: E402
 import logging  # noqa: E402
 import sys  # noqa: E402
 
-from bench.app_server import add_stats_route  # noqa: E402
+from bench.app_server import BENCH_TIMEOUTS, add_stats_route  # noqa: E402
 from bus.server import serve_gevent  # noqa: E402
 from mail.app import create_app  # noqa: E402
 from mail.demo_data import install_demo_data  # noqa: E402
@@ -35,7 +36,7 @@ def main(argv: list[str]) -> None:
     try:
         install_demo_data(app.database)
         add_stats_route(app)
-        serve_gevent(app, "127.0.0.1", args.port)
+        serve_gevent(app, "127.0.0.1", args.port, timeouts=BENCH_TIMEOUTS)
     except KeyboardInterrupt:
         pass
     finally:

@@ -259,9 +259,8 @@ def _chat_run(url: str, chat: Chat, users: int, *, count: bool, duration: Option
                         statements, reads, seconds = await _statements(server.port, url, chat, pollers, posters[0])
                         outcome.update(statements=statements, reads=reads, rounds_seconds=seconds)
                     if duration is not None:
-                        # Connected now: a keep-alive connection left idle for the
-                        # server's idle timeout (5 s) while the statements are
-                        # counted is closed by the server.
+                        # Connected now, all at once, rather than one of them
+                        # reused from the count, idle since.
                         for connection in posters:
                             connection.transport.close()
                         posters = await client.connect_many(server.port, POSTERS)

@@ -359,7 +359,8 @@ class Dispatcher:
             conn.notifies.clear()
             if refresh and self.shared_reads:
                 now = time.monotonic()
-                hold = self.pacer.hold(now)
+                # Reading on a timer means a flood: rows keep coming.
+                hold = self.pacer.hold(now, rows=bool(announced) or not self.listening)
                 if hold > 0:
                     held_until, deferred = now + hold, deferred + announced
                     continue

@@ -59,8 +59,11 @@ class HerdPacer:
         else:
             self._out = self._back = None
 
-    def hold(self, now: float) -> float:
-        """Seconds the read that new rows ask for should wait; 0 to read now."""
+    def hold(self, now: float, *, rows: bool = True) -> float:
+        """Seconds a read should wait; 0 to read now. ``rows``: whether new
+        rows ask for it (a NOTIFY, or the timer of a flood), rather than the
+        garbage collection or a gap's recheck, which hold but do not make
+        the herd pause once back."""
         out = self._out
         if out is None:
             return 0.0
@@ -68,7 +71,7 @@ class HerdPacer:
         if self._back is None:
             elapsed = now - woken_at
             if self._rejoins() - joined_before < polls * SETTLED and elapsed < self.settle_max:
-                self._flooded = True
+                self._flooded = self._flooded or rows
                 return min(0.005, self.settle_max - elapsed)
             self._back = (now, elapsed)
             if not self._flooded:

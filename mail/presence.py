@@ -139,9 +139,10 @@ def update(database: Database, partner_id: int, inactivity_ms: float, now: datet
         return record_poll(tx, partner_id, last_presence(inactivity_ms, now), now)
 
 
-def refresh_many(tx: Transaction, polls: dict[int, tuple[datetime, datetime]]) -> dict[int, str]:
+def refresh_many(tx: Transaction, polls: dict[int, tuple[datetime, datetime]]) -> tuple[dict[int, str], set[int]]:
     """Write many partners' polls (partner -> (when, last presence)) in one
-    statement; push and return the statuses that changed.
+    statement; push the statuses that changed, and return them with the
+    partners whose row was there.
 
     For partners whose row exists (a logout removes it, and a queued refresh
     must not bring it back). Each row's change is claimed as in
@@ -149,10 +150,10 @@ def refresh_many(tx: Transaction, polls: dict[int, tuple[datetime, datetime]]) -
     several processes never deadlock on each other.
     """
     if not polls:
-        return {}
+        return {}, set()
     pids = sorted(polls)
     rows = tx.execute(
-        "UPDATE bus_presence p SET last_poll = old.now,"
+        "UPDATE bus_presence p SET last_poll = GREATEST(p.last_poll, old.now),"
         " last_presence = GREATEST(p.last_presence, old.presence),"
         " pushed_status = CASE WHEN GREATEST(p.last_presence, old.presence) < old.now - %(away)s"
         "  THEN 'away' ELSE 'online' END"
@@ -167,7 +168,13 @@ def refresh_many(tx: Transaction, polls: dict[int, tuple[datetime, datetime]]) -
     changes = {pid: status for pid, pushed, old_poll, old_presence, status, now in rows
                if not (status == pushed and status == im_status(old_poll, old_presence, now))}
     push_statuses(tx, changes)
-    return changes
+    return changes, {row[0] for row in rows}
+
+
+#: The rows whose status a sweep changes (checked again once each is locked).
+_DUE = ("(({table}.last_poll < %(offline)s AND {table}.pushed_status <> 'offline')"
+        " OR ({table}.last_poll >= %(offline)s AND {table}.last_presence < %(away)s"
+        " AND {table}.pushed_status = 'online'))")
 
 
 def sweep(database: Database, now: datetime) -> dict[int, str]:
@@ -178,14 +185,17 @@ def sweep(database: Database, now: datetime) -> dict[int, str]:
     The UPDATE is the claim: a concurrent sweep waits for the row and then
     finds ``pushed_status`` already changed, and the notifications commit
     with it, so each change is pushed once whatever the number of processes.
+    Rows are locked in id order, as :func:`refresh_many` locks them, so that
+    a sweep and another process's flush never deadlock.
     """
     offline_before, away_before = now - DISCONNECTION_TIMER, now - AWAY_TIMER
     with database.transaction() as tx:
         rows = tx.execute(
-            "UPDATE bus_presence SET pushed_status = CASE WHEN last_poll < %(offline)s THEN 'offline' ELSE 'away' END"
-            " WHERE (last_poll < %(offline)s AND pushed_status <> 'offline')"
-            " OR (last_poll >= %(offline)s AND last_presence < %(away)s AND pushed_status = 'online')"
-            " RETURNING partner_id, pushed_status",
+            "UPDATE bus_presence p"
+            " SET pushed_status = CASE WHEN p.last_poll < %(offline)s THEN 'offline' ELSE 'away' END"
+            " FROM (SELECT id FROM bus_presence WHERE " + _DUE.format(table="bus_presence")
+            + " ORDER BY id FOR UPDATE) AS claimed"
+            " WHERE p.id = claimed.id AND " + _DUE.format(table="p") + " RETURNING p.partner_id, p.pushed_status",
             {"offline": offline_before, "away": away_before},
         ).fetchall()
         changes = dict(rows)
@@ -234,9 +244,11 @@ class PresenceTracker:
 
     1,000 users online make 200 refreshes a second, each a transaction (and
     a commit flushed to disk) of its own in the middle of a poll; queued,
-    they are one statement a second. A refresh that changes a status (a
-    partner this process has not seen lately, or back from away) is written
-    and pushed at once, in the poll.
+    they are one statement a second. A refresh that changes a status as far
+    as this process can tell (a partner it has not written lately, or back
+    from away) is written and pushed at once, in the poll; a change only the
+    row shows (another process's sweep, or activity going stale) is claimed
+    and pushed by the flush, at most a second later.
 
     Per application, not per module: two apps in one process (tests, or two
     databases) must not skip each other's writes. The memory is only a
@@ -274,16 +286,21 @@ class PresenceTracker:
     def flush(self) -> dict[int, str]:
         """Write the queued refreshes in one statement; returns the statuses
         that changed meanwhile (pushed). On a database error they stay
-        queued for the next flush, behind any newer poll of the same partner."""
+        queued for the next flush, behind any newer poll of the same partner.
+        A partner whose row is gone (logged out through another process) is
+        forgotten: its next poll writes the row anew, as a first poll."""
         with self._lock:
             queued, self._queued = self._queued, {}
         try:
             with self.database.transaction() as tx:
-                return refresh_many(tx, queued)
+                changes, found = refresh_many(tx, queued)
         except Exception:
             with self._lock:
                 self._queued = {**queued, **self._queued}
             raise
+        for partner_id in queued.keys() - found:
+            self._written.pop(partner_id, None)
+        return changes
 
     def forget(self, partner_id: int) -> None:
         """The row is gone (logout): the next poll must write it again."""
@@ -357,6 +374,9 @@ class PresenceSweeper:
         except (DatabaseUnavailable, psycopg2.Error):
             # Kept queued for the next round.
             _logger.warning("queued presence refreshes not written", exc_info=True)
+        except Exception:
+            # The polls queue on: this thread must outlive any one failure.
+            _logger.exception("queued presence refreshes not written")
 
     def _sweep(self) -> None:
         now = self.clock()
@@ -366,5 +386,7 @@ class PresenceSweeper:
             # The next round retries; a restarting database must not
             # end the sweeping for the life of the process.
             _logger.warning("presence sweep failed", exc_info=True)
+        except Exception:
+            _logger.exception("presence sweep failed")
         self.tracker.prune(now)
         self.runs += 1

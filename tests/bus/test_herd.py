@@ -55,6 +55,15 @@ def test_clients_that_never_come_back_hold_rows_for_at_most_twice_settle_max():
     assert pacer.hold(11.0) == 0.0
 
 
+def test_a_read_no_row_asked_for_waits_for_the_herd_but_brings_no_pause():
+    joins = Joins()
+    pacer = HerdPacer(joins, herd=10)
+    pacer.woke(10, now=10.0)
+    assert pacer.hold(10.1, rows=False) > 0  # a gap's recheck, say
+    joins.count = 10
+    assert pacer.hold(10.2, rows=False) == 0.0
+
+
 def test_a_later_small_wake_up_ends_the_pacing():
     joins = Joins()
     pacer = HerdPacer(joins, herd=10)

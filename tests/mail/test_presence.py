@@ -215,6 +215,10 @@ def test_a_flush_after_a_logout_does_not_bring_the_row_back(mail_app, database_u
         presence.disconnect(tx, marc)  # another process's logout: this one was not told
     assert tracker.flush() == {}
     assert query(database_url, "SELECT count(*) FROM bus_presence WHERE partner_id = %s", (marc,)) == [(0,)]
+    # Back (logged in again) within the 30 s: the row is written anew by
+    # the poll, not queued for an UPDATE that would find nothing.
+    assert tracker.poll(marc, 0, T0 + timedelta(seconds=12)) == "online"
+    assert query(database_url, "SELECT count(*) FROM bus_presence WHERE partner_id = %s", (marc,)) == [(1,)]
 
 
 def test_a_queued_refresh_claims_a_change_pushed_meanwhile_once(mail_app, database_url):

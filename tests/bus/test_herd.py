@@ -79,12 +79,8 @@ def test_pacing_turned_off_never_holds_a_read(make_app):
     assert pacer.hold(10.001) == 0.0
 
 
-def _ids(answer):
-    return [entry["id"] for entry in answer]
-
-
-def test_rows_posted_while_a_herd_is_out_all_come_in_one_answer_once_it_is_back(app, http):
-    herd = 3
+def _herd_heard_one(app, http, herd: int = 3) -> int:
+    """``herd`` polls (pacing from that many on) woken by a post; its id."""
     app.dispatcher.pacer.herd = herd
     app.dispatcher.pacer.settle_max = 5.0
     first = [ParkedPoll(http.url, ["room"], 0) for _ in range(herd)]
@@ -92,35 +88,34 @@ def test_rows_posted_while_a_herd_is_out_all_come_in_one_answer_once_it_is_back(
     post(app, "room", "one")
     answers = [p.result(5) for p in first]
     one = answers[0][-1]["id"]
-    assert all(_ids(answer) == [one] for answer in answers)
+    assert all([entry["id"] for entry in answer] == [one] for answer in answers)
+    return one
 
+
+def _payloads(polls: list[ParkedPoll]) -> list[list[str]]:
+    return [[entry["message"]["payload"] for entry in p.result(10)] for p in polls]
+
+
+def test_rows_posted_while_a_herd_is_out_all_come_in_one_answer_once_it_is_back(app, http):
+    one = _herd_heard_one(app, http)
     # Nobody has polled again: the next rows wait for the herd.
     post(app, "room", "two")
     post(app, "room", "three")
     time.sleep(0.3)
     assert app.dispatcher.position == one
 
-    again = [ParkedPoll(http.url, ["room"], one) for _ in range(herd)]
-    answers = [p.result(10) for p in again]
-    payloads = [[entry["message"]["payload"] for entry in answer] for answer in answers]
-    assert payloads == [["two", "three"]] * herd
+    again = [ParkedPoll(http.url, ["room"], one) for _ in range(3)]
+    assert _payloads(again) == [["two", "three"]] * 3
 
 
 def test_a_row_after_a_quiet_spell_is_read_at_once_whatever_the_herd(app, http):
-    herd = 3
-    app.dispatcher.pacer.herd = herd
-    app.dispatcher.pacer.settle_max = 5.0
-    first = [ParkedPoll(http.url, ["room"], 0) for _ in range(herd)]
-    wait_parked(app, herd)
-    post(app, "room", "one")
-    one = [p.result(5) for p in first][0][-1]["id"]
-    again = [ParkedPoll(http.url, ["room"], one) for _ in range(herd)]
-    wait_parked(app, herd)
-    wait_for(lambda: app.dispatcher.hub.joins >= 2 * herd, 5, "the herd back")
+    one = _herd_heard_one(app, http)
+    again = [ParkedPoll(http.url, ["room"], one) for _ in range(3)]
+    wait_parked(app, 3)
+    wait_for(lambda: app.dispatcher.hub.joins >= 6, 5, "the herd back")
 
     started = time.monotonic()
     post(app, "room", "two")
-    answers = [p.result(5) for p in again]
+    assert _payloads(again) == [["two"]] * 3
     # Far less than the pause a flood would get (settle_max is 5 s here).
     assert time.monotonic() - started < 2.0
-    assert all([entry["message"]["payload"] for entry in answer] == ["two"] for answer in answers)

@@ -281,19 +281,24 @@ def _chat_run(url: str, chat: Chat, users: int, *, count: bool, duration: Option
             loop.close()
 
 
+def _delivered_rate(run: dict) -> float:
+    """Posts a second, counted until every poll had them (0 if some never did)."""
+    return run["posted"] / run["delivered"] if run["delivered"] else 0.0
+
+
 def measure(*, quick: bool = True, durable: bool = True) -> Section:
     duration = 3.0 if quick else 10.0
+    catch_up = 30.0 if quick else 120.0
     section = Section("The chat at bus speed")
     with bench_database(durable=durable) as url:
         chat = seed(url, USERS)
         bus = run_delivery(url, "default", USERS, duration)
         alone = _chat_run(url, chat, 0, count=False, duration=duration)
-        many = _chat_run(url, chat, USERS, count=True, duration=duration, catch_up=30.0 if quick else 120.0)
+        many = _chat_run(url, chat, USERS, count=True, duration=duration, catch_up=catch_up)
         few = _chat_run(url, chat, FEW_USERS, count=True)
-        unpaced = _chat_run(url, chat, USERS, count=False, duration=duration, catch_up=30.0 if quick else 120.0,
-                            pace_herds=False)
+        unpaced = _chat_run(url, chat, USERS, count=False, duration=duration, catch_up=catch_up, pace_herds=False)
     posts = many["posted"]
-    delivered = posts / many["delivered"] if many["delivered"] else 0.0
+    delivered = _delivered_rate(many)
     ratio = delivered / bus.rate if bus.rate else 0.0
     table = Table(f"Delivered throughput to {USERS:,} pollers: chat next to the bus alone (same run), "
                   f"{duration:.0f} s each, fsync {'on' if durable else 'off'}",
@@ -311,7 +316,7 @@ def measure(*, quick: bool = True, durable: bool = True) -> Section:
     table.add(f"  ... delivered to all {USERS:,} logged-in users' polls", delivered, ratio,
               f"{many['stalled']} polls stalled; {len(many['errors'])} errors"
               + (f", e.g. {many['errors'][0]}" if many["errors"] else ""))
-    unpaced_rate = unpaced["posted"] / unpaced["delivered"] if unpaced["delivered"] else 0.0
+    unpaced_rate = _delivered_rate(unpaced)
     table.add("  ... the same with herd pacing off (--no-herd-pacing), delivered", unpaced_rate,
               unpaced_rate / bus.rate if bus.rate else 0.0,
               f"{unpaced['posted']} posts; server CPU {unpaced['server_cpu']:.1f} s; {unpaced['stalled']} polls "

@@ -115,9 +115,7 @@ def record_poll(tx: Transaction, partner_id: int, presence: datetime, now: datet
     ).fetchone()
     if row is not None:
         pushed, old_poll, old_presence, status = row
-        # A change the sweep has not announced yet (silent for 55 s, but no
-        # sweep since) is still a change for whoever asked im_status meanwhile.
-        if status == pushed and status == im_status(old_poll, old_presence, now):
+        if not _changed(pushed, old_poll, old_presence, status, now):
             return None
     else:
         status = im_status(now, presence, now)
@@ -130,6 +128,15 @@ def record_poll(tx: Transaction, partner_id: int, presence: datetime, now: datet
             return None
     push_statuses(tx, {partner_id: status})
     return status
+
+
+def _changed(pushed: str, old_poll: datetime, old_presence: datetime, status: str, now: datetime) -> bool:
+    """Whether a refresh that set a row's status to ``status`` changed it:
+    against what was announced (``pushed``), and against what the old row
+    meant at ``now``. A change the sweep has not announced yet (silent for
+    55 s, but no sweep since) is still a change for whoever asked im_status
+    meanwhile."""
+    return not (status == pushed and status == im_status(old_poll, old_presence, now))
 
 
 def update(database: Database, partner_id: int, inactivity_ms: float, now: datetime) -> Optional[str]:
@@ -166,7 +173,7 @@ def refresh_many(tx: Transaction, polls: dict[int, tuple[datetime, datetime]]) -
          "away": AWAY_TIMER},
     ).fetchall()
     changes = {pid: status for pid, pushed, old_poll, old_presence, status, now in rows
-               if not (status == pushed and status == im_status(old_poll, old_presence, now))}
+               if _changed(pushed, old_poll, old_presence, status, now)}
     push_statuses(tx, changes)
     return changes, {row[0] for row in rows}
 
@@ -369,24 +376,23 @@ class PresenceSweeper:
         self._flush()  # what the last polls queued
 
     def _flush(self) -> None:
-        try:
-            self.tracker.flush()
-        except (DatabaseUnavailable, psycopg2.Error):
-            # Kept queued for the next round.
-            _logger.warning("queued presence refreshes not written", exc_info=True)
-        except Exception:
-            # The polls queue on: this thread must outlive any one failure.
-            _logger.exception("queued presence refreshes not written")
+        # What a failed flush held stays queued for the next one.
+        _survive(self.tracker.flush, "queued presence refreshes not written")
 
     def _sweep(self) -> None:
         now = self.clock()
-        try:
-            sweep(self.database, now)
-        except (DatabaseUnavailable, psycopg2.Error):
-            # The next round retries; a restarting database must not
-            # end the sweeping for the life of the process.
-            _logger.warning("presence sweep failed", exc_info=True)
-        except Exception:
-            _logger.exception("presence sweep failed")
+        _survive(lambda: sweep(self.database, now), "presence sweep failed")
         self.tracker.prune(now)
         self.runs += 1
+
+
+def _survive(work: Callable[[], object], failure: str) -> None:
+    """Run one round of the sweeper's ``work``; the next round retries. A
+    restarting database is a warning, anything else an error, and neither
+    ends the thread: the polls queue on for its flushes."""
+    try:
+        work()
+    except (DatabaseUnavailable, psycopg2.Error):
+        _logger.warning(failure, exc_info=True)
+    except Exception:
+        _logger.exception(failure)
